@@ -1,0 +1,200 @@
+//! The driver core: Nomad's driver semantics, independent of gRPC and of the
+//! container engine. The `rpc` module translates wire messages into calls on
+//! [`Driver`]; nothing here sees protobuf types.
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::{ConfigError, PluginConfig};
+
+/// The plugin API version drivers speak (`v0.1.0` is the only one Nomad has).
+pub const API_VERSION: &str = "v0.1.0";
+
+/// Default driver name; `--name` changes it (e.g. `docker` to stand in for
+/// Nomad's built-in driver).
+pub const DEFAULT_NAME: &str = "wasmdock";
+
+/// Settings the Nomad agent sends with SetConfig on the long-lived launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Lowest port the client hands out.
+    pub client_min_port: u32,
+    /// Highest port the client hands out.
+    pub client_max_port: u32,
+    /// CPU capacity of the node.
+    pub compute: NodeCompute,
+}
+
+/// One CPU core of the node's topology, speeds in MHz.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreSpeed {
+    /// Base speed, 0 if unknown.
+    pub base: u64,
+    /// Maximum speed, 0 if unknown.
+    pub max: u64,
+    /// Guessed speed.
+    pub guess: u64,
+}
+
+/// The node's CPU capacity as Nomad computes it from the client topology.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeCompute {
+    /// Number of cores (disabled ones included).
+    pub num_cores: u32,
+    /// Total compute in MHz.
+    pub total_compute: u64,
+}
+
+impl NodeCompute {
+    /// Nomad's `Topology.Compute()`: the override when set, else the sum of
+    /// every core's speed (base, else max, else guessed), disabled cores too.
+    pub fn from_topology(cores: &[CoreSpeed], override_total_compute: u64) -> Self {
+        let total_compute = if override_total_compute > 0 {
+            override_total_compute
+        } else {
+            cores
+                .iter()
+                .map(|c| {
+                    if c.base > 0 {
+                        c.base
+                    } else if c.max > 0 {
+                        c.max
+                    } else {
+                        c.guess
+                    }
+                })
+                .sum()
+        };
+        Self {
+            num_cores: u32::try_from(cores.len()).unwrap_or(u32::MAX),
+            total_compute,
+        }
+    }
+}
+
+/// What SetConfig established; replaced as a whole by the next SetConfig.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configured {
+    /// The validated plugin config.
+    pub plugin: PluginConfig,
+    /// Agent settings; absent on Nomad's validation launches.
+    pub agent: Option<AgentConfig>,
+    /// The API version Nomad chose.
+    pub api_version: String,
+}
+
+/// Static capabilities and config-derived flags reported to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Whether the client should skip logmon for our tasks.
+    pub disable_log_collection: bool,
+}
+
+/// The driver: identity plus the configuration SetConfig gave it. The config
+/// lives as long as the process, so a reattaching agent (which does not call
+/// SetConfig again) finds it intact.
+#[derive(Debug)]
+pub struct Driver {
+    name: String,
+    configured: RwLock<Option<Arc<Configured>>>,
+}
+
+impl Driver {
+    /// A driver reporting `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            configured: RwLock::new(None),
+        }
+    }
+
+    /// The driver name used in jobspecs and node attributes.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's own version.
+    pub fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    /// Decodes and validates a plugin config and makes it current. Cheap and
+    /// free of side effects: Nomad calls it twice on throwaway validation
+    /// processes, so nothing may be started from here.
+    pub fn set_config(
+        &self,
+        msgpack: &[u8],
+        agent: Option<AgentConfig>,
+        api_version: &str,
+    ) -> Result<Arc<Configured>, ConfigError> {
+        let plugin = PluginConfig::from_msgpack(msgpack)?;
+        let configured = Arc::new(Configured {
+            plugin,
+            agent,
+            api_version: api_version.to_owned(),
+        });
+        let mut slot = self
+            .configured
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(Arc::clone(&configured));
+        Ok(configured)
+    }
+
+    /// The current configuration, if SetConfig has succeeded.
+    pub fn configured(&self) -> Option<Arc<Configured>> {
+        self.configured
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Capabilities as of the current configuration.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            disable_log_collection: self
+                .configured()
+                .is_some_and(|c| c.plugin.disable_log_collection),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compute_prefers_override_then_base_max_guess() {
+        let cores = [
+            CoreSpeed {
+                base: 2000,
+                max: 3000,
+                guess: 1000,
+            },
+            CoreSpeed {
+                base: 0,
+                max: 3000,
+                guess: 1000,
+            },
+            CoreSpeed {
+                base: 0,
+                max: 0,
+                guess: 1000,
+            },
+        ];
+        assert_eq!(
+            NodeCompute::from_topology(&cores, 0),
+            NodeCompute {
+                num_cores: 3,
+                total_compute: 6000
+            }
+        );
+        assert_eq!(
+            NodeCompute::from_topology(&cores, 1234),
+            NodeCompute {
+                num_cores: 3,
+                total_compute: 1234
+            }
+        );
+        assert_eq!(NodeCompute::from_topology(&[], 0), NodeCompute::default());
+    }
+}

@@ -1,0 +1,25 @@
+//! wasmdock: a Nomad task driver for Docker whose policy decisions run as
+//! sandboxed WebAssembly components.
+//!
+//! Data flows top-down through the modules:
+//!
+//! * [`plugin`] — the go-plugin process shell: cookie, socket, handshake,
+//!   go-plugin's own services, shutdown;
+//! * [`rpc`] — the Nomad gRPC edge (BasePlugin, Driver), the only place with
+//!   protobuf types, translating calls into the driver core;
+//! * [`config`] — strict decoding of the configs Nomad sends (cty msgpack
+//!   against the hclspec schemas we publish);
+//! * [`driver`] — Nomad's driver semantics, free of gRPC and engine types.
+//!
+//! Around them: [`cli`] (entry point), [`telemetry`] (hclog JSON on stderr),
+//! [`lifecycle`] (signals and shutdown) and [`dev`] (a minimal Nomad client
+//! for trying the plugin by hand). See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod driver;
+pub mod lifecycle;
+pub mod plugin;
+pub mod rpc;
+pub mod telemetry;
