@@ -1,1 +1,4 @@
-//! End-to-end tests (real Docker engine).
+//! End-to-end tests against a real Docker engine. One test binary; each
+//! area gets a module as the driver grows.
+
+mod engine;

@@ -39,6 +39,9 @@ enum Value {
     Str(String),
     Array(Vec<Value>),
     Map(Vec<(String, Value)>),
+    /// A msgpack extension: go-cty's unknown values (type 0, refined 0x0c)
+    /// or anything else. Never acceptable; kept so the error names its key.
+    Extension(i8),
 }
 
 impl Value {
@@ -50,6 +53,7 @@ impl Value {
             Self::Str(_) => "a string",
             Self::Array(_) => "a list",
             Self::Map(_) => "a map",
+            Self::Extension(_) => "an unknown value",
         }
     }
 }
@@ -170,7 +174,7 @@ impl Reader<'_> {
                 let n = self.len32()?;
                 self.string(n)?
             }
-            0xc7..=0xc9 | 0xd4..=0xd8 => return Err(self.extension(tag)),
+            0xc7..=0xc9 | 0xd4..=0xd8 => self.extension(tag)?,
             0xca => Value::Float(f64::from(f32::from_be_bytes(self.be()?))),
             0xcb => Value::Float(f64::from_be_bytes(self.be()?)),
             0xcc => Value::Int(i128::from(self.byte()?)),
@@ -213,31 +217,21 @@ impl Reader<'_> {
         })
     }
 
-    fn extension(&mut self, tag: u8) -> String {
-        // Read the extension type so the message can say which one it was.
-        let ext_type = match tag {
-            0xc7..=0xc9 => {
-                let skip = match tag {
-                    0xc7 => 1,
-                    0xc8 => 2,
-                    _ => 4,
-                };
-                if self.take(skip).is_ok() {
-                    self.byte().ok()
-                } else {
-                    None
-                }
-            }
-            _ => self.byte().ok(),
+    /// Reads an extension value (type byte and payload) whole.
+    fn extension(&mut self, tag: u8) -> Result<Value, String> {
+        let len = match tag {
+            0xd4 => 1,
+            0xd5 => 2,
+            0xd6 => 4,
+            0xd7 => 8,
+            0xd8 => 16,
+            0xc7 => self.len8()?,
+            0xc8 => self.len16()?,
+            _ => self.len32()?,
         };
-        let what = match ext_type {
-            Some(0) | Some(0x0c) => "an unknown value",
-            _ => "an extension value",
-        };
-        format!(
-            "{what} (msgpack extension type {}) is not allowed: configuration values must be known when they reach the driver",
-            ext_type.map_or_else(|| "?".to_owned(), |t| t.to_string())
-        )
+        let ext_type = i8::from_be_bytes([self.byte()?]);
+        self.take(len)?;
+        Ok(Value::Extension(ext_type))
     }
 
     fn string(&mut self, n: usize) -> Result<Value, String> {
@@ -295,7 +289,25 @@ impl de::Error for Message {
 struct ValueDe<'a>(&'a Value);
 
 impl ValueDe<'_> {
+    /// The error for an extension value, which no target type accepts.
+    fn known(&self) -> Result<(), Message> {
+        match self.0 {
+            Value::Extension(ext_type) => Err(Message(format!(
+                "{} (msgpack extension type {ext_type}) is not allowed: configuration values must be known when they reach the driver",
+                if matches!(ext_type, 0 | 0x0c) {
+                    "an unknown value"
+                } else {
+                    "an extension value"
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn mismatch(&self, expected: &str) -> Message {
+        if let Err(unknown) = self.known() {
+            return unknown;
+        }
         Message(format!("expected {expected}, found {}", describe(self.0)))
     }
 
@@ -311,6 +323,9 @@ impl ValueDe<'_> {
             }
             Value::Str(s) => parse_numeric_string(s).and_then(|n| match n {
                 Number::Int(i) => Ok(i),
+                Number::Float(f) if f.fract() == 0.0 => {
+                    Err(Message(format!("the number {} is out of range", clip(s))))
+                }
                 Number::Float(f) => Err(Message(format!("expected an integer, found {f}"))),
             }),
             _ => Err(self.mismatch("an integer")),
@@ -339,20 +354,32 @@ enum Number {
 /// go-cty writes numbers that are neither int64 nor exact float64 as decimal
 /// strings (for example `0.1` or integers beyond int64).
 fn parse_numeric_string(s: &str) -> Result<Number, Message> {
-    let trimmed = s.trim();
-    if let Ok(i) = trimmed.parse::<i128>() {
+    if let Ok(i) = s.parse::<i128>() {
         return Ok(Number::Int(i));
     }
-    match trimmed.parse::<f64>() {
-        Ok(f) if f.is_finite() || trimmed.to_ascii_lowercase().contains("inf") => {
+    let looks_decimal = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    match s.parse::<f64>() {
+        Ok(f) if looks_decimal && f.is_finite() => {
             if f.fract() == 0.0 && f.abs() < 1e38 {
                 return Ok(Number::Int(f as i128));
             }
             Ok(Number::Float(f))
         }
+        Ok(_) if looks_decimal => Err(Message(format!("the number {} is out of range", clip(s)))),
         _ => Err(Message(format!(
-            "expected a number, found the string {s:?}"
+            "expected a number, found the string {:?}",
+            clip(s)
         ))),
+    }
+}
+
+/// At most 40 characters of `s`, for messages.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
     }
 }
 
@@ -361,7 +388,7 @@ fn describe(value: &Value) -> String {
         Value::Bool(b) => format!("the bool {b}"),
         Value::Int(i) => format!("the number {i}"),
         Value::Float(f) => format!("the number {f}"),
-        Value::Str(s) if s.chars().count() <= 40 => format!("the string {s:?}"),
+        Value::Str(s) => format!("the string {:?}", clip(s)),
         other => other.kind().to_owned(),
     }
 }
@@ -382,6 +409,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_> {
     type Error = Message;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Message> {
+        self.known()?;
         match self.0 {
             Value::Nil => visitor.visit_unit(),
             Value::Bool(b) => visitor.visit_bool(*b),
@@ -395,7 +423,8 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_> {
             Value::Float(f) => visitor.visit_f64(*f),
             Value::Str(s) => visitor.visit_str(s),
             Value::Array(items) => visitor.visit_seq(Seq(items.iter())),
-            Value::Map(entries) => visitor.visit_map(Entries::new(entries)),
+            Value::Map(entries) => visitor.visit_map(Entries::new(entries, None)),
+            Value::Extension(_) => Err(self.mismatch("a known value")),
         }
     }
 
@@ -454,6 +483,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Message> {
+        self.known()?;
         match self.0 {
             Value::Nil => visitor.visit_none(),
             _ => visitor.visit_some(self),
@@ -510,8 +540,8 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Message> {
         match self.0 {
-            Value::Nil => visitor.visit_map(Entries::new(&[])),
-            Value::Map(entries) => visitor.visit_map(Entries::new(entries)),
+            Value::Nil => visitor.visit_map(Entries::new(&[], None)),
+            Value::Map(entries) => visitor.visit_map(Entries::new(entries, None)),
             // `list(map(T))`: the maps of the list are merged, later keys win.
             Value::Array(items) => {
                 let mut merged: Vec<(String, Value)> = Vec::new();
@@ -541,12 +571,12 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_> {
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
-        _fields: &'static [&'static str],
+        fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Message> {
         match self.0 {
-            Value::Nil => visitor.visit_map(Entries::new(&[])),
-            Value::Map(entries) => visitor.visit_map(Entries::new(entries)),
+            Value::Nil => visitor.visit_map(Entries::new(&[], Some(fields))),
+            Value::Map(entries) => visitor.visit_map(Entries::new(entries, Some(fields))),
             _ => Err(self.mismatch("a block or object")),
         }
     }
@@ -568,6 +598,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_> {
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Message> {
+        self.known()?;
         visitor.visit_unit()
     }
 }
@@ -593,17 +624,20 @@ impl<'de> SeqAccess<'de> for Seq<'_> {
 }
 
 /// Map entries with nil values left out, so that a nil attribute takes the
-/// field's default exactly like a missing one.
+/// field's default exactly like a missing one. For structs only the known
+/// fields are skipped that way: an unknown key is an error even when nil.
 struct Entries<'a> {
     entries: std::borrow::Cow<'a, [(String, Value)]>,
+    fields: Option<&'static [&'static str]>,
     next: usize,
     pending: Option<usize>,
 }
 
 impl<'a> Entries<'a> {
-    fn new(entries: &'a [(String, Value)]) -> Self {
+    fn new(entries: &'a [(String, Value)], fields: Option<&'static [&'static str]>) -> Self {
         Self {
             entries: std::borrow::Cow::Borrowed(entries),
+            fields,
             next: 0,
             pending: None,
         }
@@ -612,9 +646,14 @@ impl<'a> Entries<'a> {
     fn owned(entries: Vec<(String, Value)>) -> Entries<'static> {
         Entries {
             entries: std::borrow::Cow::Owned(entries),
+            fields: None,
             next: 0,
             pending: None,
         }
+    }
+
+    fn skips(&self, key: &str, value: &Value) -> bool {
+        *value == Value::Nil && self.fields.is_none_or(|fields| fields.contains(&key))
     }
 }
 
@@ -628,7 +667,7 @@ impl<'de> MapAccess<'de> for Entries<'_> {
         while let Some((key, value)) = self.entries.get(self.next) {
             let index = self.next;
             self.next += 1;
-            if *value == Value::Nil {
+            if self.skips(key, value) {
                 continue;
             }
             self.pending = Some(index);
@@ -650,8 +689,9 @@ impl<'de> MapAccess<'de> for Entries<'_> {
 // Encoding (dev client and tests)
 
 /// Encodes a JSON value the way go-cty's msgpack marshaller encodes the
-/// equivalent cty value: map keys sorted, non-negative integers in the uint
-/// family, negative integers in the int family, other numbers as float64.
+/// equivalent cty value: map keys sorted, integers compact (non-negative ones
+/// in the uint family), non-integers float64 when their decimal is exactly a
+/// binary fraction (`1.5`) and a decimal string otherwise (`0.1`).
 pub fn encode_json(value: &serde_json::Value) -> Vec<u8> {
     let mut out = Vec::new();
     write_json(&mut out, value);
@@ -669,8 +709,7 @@ fn write_json(out: &mut Vec<u8>, value: &serde_json::Value) {
             } else if let Some(i) = n.as_i64() {
                 write_int(out, i);
             } else {
-                out.push(0xcb);
-                out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_be_bytes());
+                write_float(out, n.as_f64().unwrap_or(0.0));
             }
         }
         J::String(s) => write_str(out, s),
@@ -690,6 +729,36 @@ fn write_json(out: &mut Vec<u8>, value: &serde_json::Value) {
             }
         }
     }
+}
+
+fn write_float(out: &mut Vec<u8>, f: f64) {
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.2e18 {
+        return write_int(out, f as i64);
+    }
+    let decimal = f.to_string();
+    if !f.is_finite() || is_binary_fraction(&decimal) {
+        out.push(0xcb);
+        out.extend_from_slice(&f.to_be_bytes());
+    } else {
+        write_str(out, &decimal);
+    }
+}
+
+/// Whether a plain decimal (`-12.375`) is exactly a binary fraction: with
+/// `k` fraction digits, its digits must be divisible by 5^k.
+fn is_binary_fraction(decimal: &str) -> bool {
+    let digits = decimal.trim_start_matches('-');
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let Ok(k) = u32::try_from(fraction.len()) else {
+        return false;
+    };
+    let (Some(power), Ok(m)) = (
+        5u128.checked_pow(k),
+        format!("{whole}{fraction}").parse::<u128>(),
+    ) else {
+        return false;
+    };
+    m % power == 0
 }
 
 fn write_uint(out: &mut Vec<u8>, u: u64) {

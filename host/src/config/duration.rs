@@ -123,7 +123,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         } else {
             int_part.parse().map_err(|_| invalid())?
         };
-        let mut nanos = whole.checked_mul(scale).ok_or_else(invalid)?;
+        // Go's limit is int64 nanoseconds; checking it before multiplying
+        // keeps every step below far from u128's range.
+        if whole > i64::MAX as u128 {
+            return Err(invalid());
+        }
+        let mut nanos = whole * scale;
         // Fractional part: scale digit by digit, truncating like Go does.
         let mut place = scale;
         for digit in frac_part.bytes() {
@@ -227,7 +232,7 @@ mod tests {
             ("m", r#"time: invalid duration "m""#),
             ("-", r#"time: invalid duration "-""#),
             (".s", r#"time: invalid duration ".s""#),
-            ("1.2.3s", r#"time: invalid duration "1.2.3s""#),
+            ("1.2.3s", r#"time: missing unit in duration "1.2.3s""#),
             ("3 m", r#"time: unknown unit " m" in duration "3 m""#),
             ("9999999999h", r#"time: invalid duration "9999999999h""#),
         ] {

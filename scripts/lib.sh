@@ -1,0 +1,68 @@
+# Shared set-up for scripts/demo.sh and scripts/test.sh (sourced, not run).
+# Installs what a fresh Debian/Ubuntu machine lacks when run as root, and
+# says exactly what to do otherwise.
+
+set -euo pipefail
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+need_root_for() {
+    [ "$(id -u)" = 0 ] || die "$1 is missing; run this script as root (it installs Debian packages), or install it yourself"
+}
+
+# Debian packages: docker.io (engine), busybox-static (test images built
+# without a registry), docker-registry (a registry on loopback), gcc/make.
+ensure_packages() {
+    local missing=()
+    command -v dockerd >/dev/null || missing+=(docker.io)
+    [ -x /bin/busybox ] || missing+=(busybox-static)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    command -v cc >/dev/null || missing+=(gcc)
+    command -v make >/dev/null || missing+=(make)
+    command -v curl >/dev/null || missing+=(curl)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    need_root_for "${missing[*]}"
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+    command -v cargo >/dev/null || die "Rust is not installed: install rustup (https://rustup.rs), then run this again; rust-toolchain.toml selects the toolchain"
+    if command -v rustup >/dev/null; then
+        # rust-toolchain.toml names the toolchain; make sure it has the guest target.
+        rustup target add wasm32-wasip2 >/dev/null 2>&1 || die "cannot add the wasm32-wasip2 target (rustup target add wasm32-wasip2)"
+    fi
+}
+
+# A Docker engine: use the one that answers, else start dockerd (root only),
+# with a runtime named `nvidia` that is plain runc, so GPU runtime selection
+# can be exercised on machines without GPUs.
+ensure_docker() {
+    if docker info >/dev/null 2>&1; then return 0; fi
+    need_root_for "a running Docker engine"
+    local runc
+    runc=$(command -v runc || echo /usr/sbin/runc)
+    say "starting dockerd (log: /tmp/wasmdock-dockerd.log)"
+    nohup dockerd --add-runtime "nvidia=$runc" >/tmp/wasmdock-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    tail -20 /tmp/wasmdock-dockerd.log >&2 || true
+    die "dockerd did not come up within 60 s (see /tmp/wasmdock-dockerd.log)"
+}
+
+build_guests() {
+    say "building example guests for wasm32-wasip2"
+    local packages=()
+    for dir in examples/guests/*/; do
+        packages+=(-p "$(basename "$dir")")
+    done
+    cargo build --target wasm32-wasip2 --profile guest "${packages[@]}"
+}
