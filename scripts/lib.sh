@@ -15,7 +15,8 @@ need_root_for() {
 }
 
 # Debian packages: docker.io (engine), busybox-static (test images built
-# without a registry), docker-registry (a registry on loopback), gcc/make.
+# without a registry), docker-registry (a registry on loopback), gcc/make,
+# and Go with hashicorp/go-plugin for the interoperability test.
 ensure_packages() {
     local missing=()
     command -v dockerd >/dev/null || missing+=(docker.io)
@@ -24,6 +25,9 @@ ensure_packages() {
     command -v cc >/dev/null || missing+=(gcc)
     command -v make >/dev/null || missing+=(make)
     command -v curl >/dev/null || missing+=(curl)
+    command -v go >/dev/null || missing+=(golang-go)
+    [ -d /usr/share/gocode/src/github.com/hashicorp/go-plugin ] || missing+=(golang-github-hashicorp-go-plugin-dev)
+    [ -d /usr/share/gocode/src/google.golang.org/grpc ] || missing+=(golang-google-grpc-dev)
     [ ${#missing[@]} -eq 0 ] && return 0
     need_root_for "${missing[*]}"
     say "installing ${missing[*]}"

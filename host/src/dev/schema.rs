@@ -185,3 +185,56 @@ pub fn parse_config_text(text: &str) -> anyhow::Result<Value> {
         Ok(hcl::from_str(text)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::plugin;
+    use crate::rpc::convert;
+
+    #[test]
+    fn blocks_are_shaped_like_nomads_decoder_shapes_them() {
+        let spec = convert::spec(&plugin::schema());
+        let written = json!({
+            "gc": [{ "image": false }],
+            "policy": { "module": { "name": "a", "path": "/a.wasm", "config": [{ "k": "v" }, { "l": "w" }] } },
+            "extra_labels": ["job_name"]
+        });
+        assert_eq!(
+            shape(written, &spec),
+            json!({
+                "gc": { "image": false },
+                "policy": { "module": [{ "name": "a", "path": "/a.wasm", "config": { "k": "v", "l": "w" } }] },
+                "extra_labels": ["job_name"]
+            })
+        );
+    }
+
+    #[test]
+    fn hcl_and_json_bodies_parse_alike() {
+        let hcl =
+            parse_config_text("gc {\n  image = false\n}\nextra_labels = [\"job_name\"]\n").unwrap();
+        let json =
+            parse_config_text(r#"{"gc": {"image": false}, "extra_labels": ["job_name"]}"#).unwrap();
+        assert_eq!(hcl, json);
+        assert!(parse_config_text("gc {").is_err());
+    }
+
+    #[test]
+    fn the_rendered_schema_shows_types_requirements_and_defaults() {
+        let text = render(&convert::spec(&plugin::schema()));
+        assert!(text.contains("image_delay"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("name") && l.contains("(required)")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("image_delay") && l.contains("default \"3m\"")),
+            "{text}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::lifecycle::Shutdown;
-use crate::rpc::driver::BoxStream;
+use crate::rpc::BoxStream;
 use crate::rpc::proto::plugin::{
     ConnInfo, Empty, StdioData, grpc_broker_server, grpc_controller_server, grpc_stdio_server,
 };

@@ -5,17 +5,13 @@
 //! RPC reports UNIMPLEMENTED with the RPC's name until the task lifecycle
 //! lands.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::BoxStream;
 use super::proto::drivers::{self as pb, driver_server};
 use crate::driver::Driver;
-
-/// A boxed response stream.
-pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The Driver service over a shared [`Driver`].
 #[derive(Debug, Clone)]
