@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod docker;
 pub mod driver;
 pub mod lifecycle;
 pub mod plugin;

@@ -352,15 +352,72 @@ async fn config_survives_the_client_disconnecting_and_reconnecting() {
 async fn rpcs_of_later_versions_report_unimplemented_by_name() {
     let mut plugin = launch(&[], &[]).await;
     let status = DriverClient::new(plugin.channel.clone())
-        .start_task(drivers::StartTaskRequest { task: None })
+        .create_network(drivers::CreateNetworkRequest::default())
         .await
         .expect_err("not implemented yet");
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(
-        status.message().contains("StartTask"),
+        status.message().contains("CreateNetwork"),
         "{}",
         status.message()
     );
+    assert!(shutdown_and_wait(&mut plugin).await.success());
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_task_requests_are_refused_cleanly() {
+    let mut plugin = launch(&[], &[]).await;
+    let mut driver = DriverClient::new(plugin.channel.clone());
+    let status = driver
+        .start_task(drivers::StartTaskRequest { task: None })
+        .await
+        .expect_err("no task");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    for status in [
+        driver
+            .wait_task(drivers::WaitTaskRequest {
+                task_id: "nope".to_owned(),
+            })
+            .await
+            .expect_err("unknown"),
+        driver
+            .inspect_task(drivers::InspectTaskRequest {
+                task_id: "nope".to_owned(),
+            })
+            .await
+            .expect_err("unknown"),
+        driver
+            .destroy_task(drivers::DestroyTaskRequest {
+                task_id: "nope".to_owned(),
+                force: true,
+            })
+            .await
+            .expect_err("unknown"),
+        driver
+            .signal_task(drivers::SignalTaskRequest {
+                task_id: "nope".to_owned(),
+                signal: "SIGHUP".to_owned(),
+            })
+            .await
+            .expect_err("unknown"),
+    ] {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(status.message().contains("nope"), "{status:?}");
+    }
+    let status = driver
+        .recover_task(drivers::RecoverTaskRequest {
+            task_id: "x".to_owned(),
+            handle: None,
+        })
+        .await
+        .expect_err("no handle");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let schema = driver
+        .task_config_schema(drivers::TaskConfigSchemaRequest {})
+        .await
+        .expect("task schema")
+        .into_inner();
+    assert!(schema.spec.is_some());
     assert!(shutdown_and_wait(&mut plugin).await.success());
 }
 

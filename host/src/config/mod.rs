@@ -10,6 +10,7 @@ pub mod duration;
 pub mod hclspec;
 pub mod plugin;
 pub mod policy;
+pub mod task;
 
 pub use duration::GoDuration;
 pub use plugin::PluginConfig;

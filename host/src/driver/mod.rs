@@ -1,10 +1,31 @@
-//! The driver core: Nomad's driver semantics, independent of gRPC and of the
-//! container engine. The `rpc` module translates wire messages into calls on
-//! [`Driver`]; nothing here sees protobuf types.
+//! The driver core: Nomad's driver semantics, independent of gRPC. The `rpc`
+//! module translates wire messages into calls on [`Driver`]; nothing here
+//! sees protobuf types, and the engine is reached only through `docker`.
+//!
+//! One file per verb, named after Nomad's RPCs: `fingerprint`, `start`,
+//! `lifecycle` (wait, stop, destroy, inspect, signal), `recover`.
+
+pub mod error;
+pub mod events;
+pub mod fingerprint;
+pub mod handle;
+pub mod images;
+pub mod lifecycle;
+pub mod network;
+pub mod recover;
+pub mod signals;
+pub mod start;
+pub mod state;
+pub mod store;
+pub mod task;
 
 use std::sync::{Arc, RwLock};
 
 use crate::config::{ConfigError, PluginConfig};
+use crate::docker::{Docker, DockerError};
+use error::{DriverError, Result};
+use events::Events;
+use store::TaskStore;
 
 /// The plugin API version drivers speak (`v0.1.0` is the only one Nomad has).
 pub const API_VERSION: &str = "v0.1.0";
@@ -89,13 +110,24 @@ pub struct Capabilities {
     pub disable_log_collection: bool,
 }
 
-/// The driver: identity plus the configuration SetConfig gave it. The config
-/// lives as long as the process, so a reattaching agent (which does not call
-/// SetConfig again) finds it intact.
+/// The driver: identity, the configuration SetConfig gave it, the tracked
+/// tasks and the engine connection. The config lives as long as the
+/// process, so a reattaching agent (which does not call SetConfig again)
+/// finds it intact.
 #[derive(Debug)]
 pub struct Driver {
     name: String,
     configured: RwLock<Option<Arc<Configured>>>,
+    /// The engine connection, made on first use (never by SetConfig).
+    docker: tokio::sync::Mutex<Option<Docker>>,
+    /// Tracked tasks.
+    pub(crate) tasks: TaskStore,
+    /// Task events for the TaskEvents streams.
+    pub(crate) events: Events,
+    /// Fingerprint history (health transitions, GPU runtime seen).
+    pub(crate) fingerprint: fingerprint::History,
+    /// Pull locks and image reference counts.
+    pub(crate) images: Arc<images::Images>,
 }
 
 impl Driver {
@@ -104,6 +136,11 @@ impl Driver {
         Self {
             name: name.into(),
             configured: RwLock::new(None),
+            docker: tokio::sync::Mutex::new(None),
+            tasks: TaskStore::default(),
+            events: Events::default(),
+            fingerprint: fingerprint::History::default(),
+            images: Arc::default(),
         }
     }
 
@@ -136,7 +173,18 @@ impl Driver {
             .configured
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let endpoint_changed = slot.as_ref().is_none_or(|old| {
+            old.plugin.endpoint != configured.plugin.endpoint
+                || old.plugin.tls != configured.plugin.tls
+        });
         *slot = Some(Arc::clone(&configured));
+        drop(slot);
+        if endpoint_changed {
+            // Reconnect lazily with the new endpoint.
+            if let Ok(mut docker) = self.docker.try_lock() {
+                *docker = None;
+            }
+        }
         Ok(configured)
     }
 
@@ -148,6 +196,11 @@ impl Driver {
             .clone()
     }
 
+    /// The current configuration, or the error RPCs report before SetConfig.
+    pub(crate) fn require_config(&self) -> Result<Arc<Configured>> {
+        self.configured().ok_or(DriverError::NotConfigured)
+    }
+
     /// Capabilities as of the current configuration.
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -155,6 +208,28 @@ impl Driver {
                 .configured()
                 .is_some_and(|c| c.plugin.disable_log_collection),
         }
+    }
+
+    /// The engine connection, connecting (and agreeing on an API version)
+    /// on first use. A failed attempt is retried on the next call.
+    pub(crate) async fn docker(&self) -> Result<Docker, DockerError> {
+        let mut slot = self.docker.lock().await;
+        if let Some(docker) = slot.as_ref() {
+            return Ok(docker.clone());
+        }
+        let config = self
+            .configured()
+            .map(|c| c.plugin.clone())
+            .unwrap_or_default();
+        let docker = Docker::connect(&config)?.negotiate().await?;
+        *slot = Some(docker.clone());
+        Ok(docker)
+    }
+
+    /// Forgets the engine connection (after the engine went away), so the
+    /// next call negotiates again.
+    pub(crate) async fn reset_docker(&self) {
+        *self.docker.lock().await = None;
     }
 }
 

@@ -61,7 +61,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             services::Broker::new(shutdown.clone()),
         ))
         .add_service(BaseService::new(Arc::clone(&driver)).into_server())
-        .add_service(DriverService::new(Arc::clone(&driver)).into_server());
+        .add_service(DriverService::new(Arc::clone(&driver), shutdown.clone()).into_server());
 
     let stop = shutdown.clone();
     let server = tokio::spawn(

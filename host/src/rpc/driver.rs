@@ -1,28 +1,33 @@
 //! `hashicorp.nomad.plugins.drivers.proto.Driver`: one thin function per RPC
 //! calling the driver core.
 //!
-//! This version answers `Init`, `Capabilities` and `Shutdown`; every other
-//! RPC reports UNIMPLEMENTED with the RPC's name until the task lifecycle
-//! lands.
+//! RPCs not implemented yet (exec, networks, stats) report UNIMPLEMENTED
+//! with the RPC's name.
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::BoxStream;
 use super::proto::drivers::{self as pb, driver_server};
+use super::{BoxStream, convert};
 use crate::driver::Driver;
+use crate::driver::fingerprint::FINGERPRINT_PERIOD;
+use crate::driver::state::STATE_VERSION;
+use crate::lifecycle::Shutdown;
 
 /// The Driver service over a shared [`Driver`].
 #[derive(Debug, Clone)]
 pub struct DriverService {
     driver: Arc<Driver>,
+    shutdown: Shutdown,
 }
 
 impl DriverService {
-    /// Serves `driver`.
-    pub fn new(driver: Arc<Driver>) -> Self {
-        Self { driver }
+    /// Serves `driver`; streams end on `shutdown`.
+    pub fn new(driver: Arc<Driver>, shutdown: Shutdown) -> Self {
+        Self { driver, shutdown }
     }
 
     /// The tonic server for this service.
@@ -51,7 +56,9 @@ impl driver_server::Driver for DriverService {
         &self,
         _request: Request<pb::TaskConfigSchemaRequest>,
     ) -> Result<Response<pb::TaskConfigSchemaResponse>, Status> {
-        not_yet("TaskConfigSchema")
+        Ok(Response::new(pb::TaskConfigSchemaResponse {
+            spec: Some(convert::spec(&crate::config::task::schema())),
+        }))
     }
 
     async fn capabilities(
@@ -87,49 +94,114 @@ impl driver_server::Driver for DriverService {
         &self,
         _request: Request<pb::FingerprintRequest>,
     ) -> Result<Response<Self::FingerprintStream>, Status> {
-        not_yet("Fingerprint")
+        let (sender, receiver) = mpsc::channel(1);
+        let driver = Arc::clone(&self.driver);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let fingerprint = convert::fingerprint(&driver.fingerprint().await);
+                if sender.send(Ok(fingerprint)).await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(FINGERPRINT_PERIOD) => {}
+                    () = sender.closed() => break,
+                    () = shutdown.wait() => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn recover_task(
         &self,
-        _request: Request<pb::RecoverTaskRequest>,
+        request: Request<pb::RecoverTaskRequest>,
     ) -> Result<Response<pb::RecoverTaskResponse>, Status> {
-        not_yet("RecoverTask")
+        let request = request.into_inner();
+        let handle = request
+            .handle
+            .ok_or_else(|| Status::invalid_argument("RecoverTask needs a handle"))?;
+        let config = handle.config.ok_or_else(|| {
+            Status::invalid_argument("RecoverTask needs the handle's task config")
+        })?;
+        let mut task = convert::task_request(&config);
+        if !request.task_id.is_empty() {
+            task.id = request.task_id;
+        }
+        self.driver.recover_task(task, &handle.driver_state).await?;
+        Ok(Response::new(pb::RecoverTaskResponse {}))
     }
 
     async fn start_task(
         &self,
-        _request: Request<pb::StartTaskRequest>,
+        request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
-        not_yet("StartTask")
+        let config = request
+            .into_inner()
+            .task
+            .ok_or_else(|| Status::invalid_argument("StartTask needs a task"))?;
+        let task = convert::task_request(&config);
+        let started = self
+            .driver
+            .start_task(task, &config.msgpack_driver_config)
+            .await?;
+        let handle = &started.handle;
+        Ok(Response::new(pb::StartTaskResponse {
+            result: pb::start_task_response::Result::Success.into(),
+            driver_error_msg: String::new(),
+            handle: Some(pb::TaskHandle {
+                version: i32::try_from(STATE_VERSION).unwrap_or(1),
+                config: Some(config),
+                state: pb::TaskState::Running.into(),
+                driver_state: handle.driver_state().encode(),
+            }),
+            network_override: handle.network.as_ref().map(convert::network_override),
+        }))
     }
 
     async fn wait_task(
         &self,
-        _request: Request<pb::WaitTaskRequest>,
+        request: Request<pb::WaitTaskRequest>,
     ) -> Result<Response<pb::WaitTaskResponse>, Status> {
-        not_yet("WaitTask")
+        let result = self.driver.wait_task(&request.into_inner().task_id).await?;
+        Ok(Response::new(pb::WaitTaskResponse {
+            result: Some(convert::exit_result(&result)),
+            err: result.err.unwrap_or_default(),
+        }))
     }
 
     async fn stop_task(
         &self,
-        _request: Request<pb::StopTaskRequest>,
+        request: Request<pb::StopTaskRequest>,
     ) -> Result<Response<pb::StopTaskResponse>, Status> {
-        not_yet("StopTask")
+        let request = request.into_inner();
+        let timeout = convert::duration(request.timeout.as_ref());
+        self.driver
+            .stop_task(&request.task_id, timeout, &request.signal)
+            .await?;
+        Ok(Response::new(pb::StopTaskResponse {}))
     }
 
     async fn destroy_task(
         &self,
-        _request: Request<pb::DestroyTaskRequest>,
+        request: Request<pb::DestroyTaskRequest>,
     ) -> Result<Response<pb::DestroyTaskResponse>, Status> {
-        not_yet("DestroyTask")
+        let request = request.into_inner();
+        self.driver
+            .destroy_task(&request.task_id, request.force)
+            .await?;
+        Ok(Response::new(pb::DestroyTaskResponse {}))
     }
 
     async fn inspect_task(
         &self,
-        _request: Request<pb::InspectTaskRequest>,
+        request: Request<pb::InspectTaskRequest>,
     ) -> Result<Response<pb::InspectTaskResponse>, Status> {
-        not_yet("InspectTask")
+        let status = self
+            .driver
+            .inspect_task(&request.into_inner().task_id)
+            .await?;
+        Ok(Response::new(convert::inspect_response(&status)))
     }
 
     type TaskStatsStream = BoxStream<pb::TaskStatsResponse>;
@@ -147,7 +219,33 @@ impl driver_server::Driver for DriverService {
         &self,
         _request: Request<pb::TaskEventsRequest>,
     ) -> Result<Response<Self::TaskEventsStream>, Status> {
-        not_yet("TaskEvents")
+        let mut events = self.driver.events.subscribe();
+        let (sender, receiver) = mpsc::channel(16);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = events.recv() => event,
+                    () = sender.closed() => break,
+                    () = shutdown.wait() => break,
+                };
+                match event {
+                    Ok(event) => {
+                        if sender.send(Ok(convert::task_event(&event))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "a TaskEvents consumer fell behind; dropped its oldest events"
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn shutdown(
@@ -161,9 +259,13 @@ impl driver_server::Driver for DriverService {
 
     async fn signal_task(
         &self,
-        _request: Request<pb::SignalTaskRequest>,
+        request: Request<pb::SignalTaskRequest>,
     ) -> Result<Response<pb::SignalTaskResponse>, Status> {
-        not_yet("SignalTask")
+        let request = request.into_inner();
+        self.driver
+            .signal_task(&request.task_id, &request.signal)
+            .await?;
+        Ok(Response::new(pb::SignalTaskResponse {}))
     }
 
     async fn exec_task(

@@ -6,6 +6,7 @@ pub mod base;
 pub mod convert;
 pub mod driver;
 pub mod proto;
+pub mod status;
 
 /// Largest request we decode. Go plugin servers accept 4 MiB; Nomad's client
 /// sends up to 2 GiB, and a task config with a big environment can be large.

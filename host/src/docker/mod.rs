@@ -1,0 +1,153 @@
+//! The Docker engine adapter: the only module that knows bollard.
+//!
+//! [`Docker`] wraps a bollard client with the calls the driver makes, each
+//! bounded by a timeout, and turns engine answers into [`DockerError`]
+//! variants the driver can reason about (not found, conflict, not modified,
+//! timeout) so no HTTP status code leaks out of this module.
+
+pub mod container;
+pub mod engine;
+pub mod image;
+pub mod reference;
+
+use std::time::Duration;
+
+use crate::config::PluginConfig;
+
+/// Timeout of ordinary engine calls (inspect, create, remove, …).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What went wrong talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The object (container, image, network, exec) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the object's state (name in use, …).
+    #[error("{0}")]
+    Conflict(String),
+    /// Nothing to do (container already stopped or started).
+    #[error("not modified")]
+    NotModified,
+    /// The engine did not answer in time.
+    #[error("timed out after {0:?} waiting for the Docker engine")]
+    Timeout(Duration),
+    /// The engine answered with an error.
+    #[error("Docker responded with status code {status}: {message}")]
+    Engine {
+        /// HTTP status code.
+        status: u16,
+        /// The engine's message.
+        message: String,
+    },
+    /// The engine could not be reached or the answer could not be read.
+    #[error("{0}")]
+    Transport(String),
+    /// The client could not be set up from the plugin config.
+    #[error("cannot set up the Docker client: {0}")]
+    Setup(String),
+}
+
+impl DockerError {
+    /// Whether a retry may succeed (engine unreachable, timed out, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Transport(_) => true,
+            Self::Engine { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The message, for error texts that quote the engine.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NotFound(m) | Self::Conflict(m) | Self::Transport(m) | Self::Setup(m) => {
+                m.clone()
+            }
+            Self::Engine { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<bollard::errors::Error> for DockerError {
+    fn from(err: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        match err {
+            E::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => Self::NotFound(message),
+            E::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => Self::Conflict(message),
+            E::DockerResponseServerError {
+                status_code: 304, ..
+            } => Self::NotModified,
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => Self::Engine {
+                status: status_code,
+                message,
+            },
+            E::RequestTimeoutError => Self::Timeout(CALL_TIMEOUT),
+            other => Self::Transport(other.to_string()),
+        }
+    }
+}
+
+/// Result of an engine call.
+pub type Result<T, E = DockerError> = std::result::Result<T, E>;
+
+/// Runs `call` with a deadline.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = std::result::Result<T, bollard::errors::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(DockerError::from),
+        Err(_) => Err(DockerError::Timeout(timeout)),
+    }
+}
+
+/// A connection to the Docker engine.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+impl Docker {
+    /// A client for the plugin config's `endpoint`, or from `DOCKER_HOST`
+    /// when it is empty. No request is made here.
+    pub fn connect(config: &PluginConfig) -> Result<Self> {
+        let endpoint = config.endpoint.trim();
+        let client = if endpoint.is_empty() {
+            bollard::Docker::connect_with_defaults()
+        } else if !config.tls.cert.is_empty() || !config.tls.key.is_empty() || !config.tls.ca.is_empty() {
+            return Err(DockerError::Setup(
+                "TLS client certificates (the tls block) are not supported yet; use a unix socket or plain tcp endpoint"
+                    .to_owned(),
+            ));
+        } else {
+            bollard::Docker::connect_with_host(endpoint)
+        }
+        .map_err(|e| DockerError::Setup(e.to_string()))?;
+        Ok(Self {
+            client: client.with_timeout(CALL_TIMEOUT),
+        })
+    }
+
+    /// Agrees on an API version with the engine (Docker 20.10 speaks 1.41),
+    /// so requests are not refused as "client version too new".
+    pub async fn negotiate(self) -> Result<Self> {
+        let client = bounded(Duration::from_secs(30), self.client.negotiate_version()).await?;
+        Ok(Self { client })
+    }
+
+    /// The bollard client, for the submodules.
+    pub(crate) fn api(&self) -> &bollard::Docker {
+        &self.client
+    }
+}

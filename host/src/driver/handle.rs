@@ -1,0 +1,141 @@
+//! One tracked task: its container, its exit result once known, and the
+//! workers that live as long as it does.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::network::DriverNetwork;
+use super::state::{DriverState, STATE_VERSION};
+use super::task::TaskRequest;
+
+/// How a task ended (Nomad's `ExitResult`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitResult {
+    /// Exit code.
+    pub exit_code: i64,
+    /// Signal that ended it, 0 if none is known.
+    pub signal: i64,
+    /// Whether the OOM killer ended it.
+    pub oom_killed: bool,
+    /// Why it ended, when that is an error.
+    pub err: Option<String>,
+}
+
+impl ExitResult {
+    /// Exit code 0, no signal, not OOM killed, no error.
+    pub fn successful(&self) -> bool {
+        self.exit_code == 0 && self.signal == 0 && !self.oom_killed && self.err.is_none()
+    }
+}
+
+/// A task the driver tracks.
+#[derive(Debug)]
+pub struct TaskHandle {
+    /// What Nomad asked for.
+    pub task: TaskRequest,
+    /// The container running it.
+    pub container_id: String,
+    /// The image id of the container.
+    pub image_id: String,
+    /// The network override reported to Nomad.
+    pub network: Option<DriverNetwork>,
+    /// When the container was started (or adopted).
+    pub started_at: SystemTime,
+    /// How the task ended and when; `None` while it runs.
+    exit: watch::Sender<Option<(ExitResult, SystemTime)>>,
+    /// Cancels this task's workers (exit watcher, later log and stats).
+    workers: CancellationToken,
+    /// Set when the task is being destroyed.
+    destroyed: Mutex<bool>,
+}
+
+impl TaskHandle {
+    /// A handle for a started container.
+    pub fn new(
+        task: TaskRequest,
+        container_id: String,
+        image_id: String,
+        network: Option<DriverNetwork>,
+        started_at: SystemTime,
+    ) -> Self {
+        Self {
+            task,
+            container_id,
+            image_id,
+            network,
+            started_at,
+            exit: watch::channel(None).0,
+            workers: CancellationToken::new(),
+            destroyed: Mutex::new(false),
+        }
+    }
+
+    /// The state stored in Nomad's handle for RecoverTask.
+    pub fn driver_state(&self) -> DriverState {
+        DriverState {
+            version: STATE_VERSION,
+            container_id: self.container_id.clone(),
+            image_id: self.image_id.clone(),
+            network: self.network.clone(),
+            started_at: self
+                .started_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64(),
+            extra: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Records how the task ended and releases every waiter.
+    pub fn set_exit(&self, result: ExitResult) {
+        self.exit.send_replace(Some((result, SystemTime::now())));
+    }
+
+    /// The exit result and completion time, once the task has ended.
+    pub fn exit(&self) -> Option<(ExitResult, SystemTime)> {
+        self.exit.borrow().clone()
+    }
+
+    /// Waits until the task has ended; any number of callers get the same
+    /// result, immediately when it already ended.
+    pub async fn wait(&self) -> ExitResult {
+        let mut receiver = self.exit.subscribe();
+        match receiver.wait_for(Option::is_some).await {
+            Ok(value) => value
+                .as_ref()
+                .map(|(result, _)| result.clone())
+                .unwrap_or_default(),
+            // The sender lives in `self`, so this cannot happen while we are borrowed.
+            Err(_) => ExitResult {
+                err: Some("task handle dropped".to_owned()),
+                ..ExitResult::default()
+            },
+        }
+    }
+
+    /// The token cancelled when the task's workers must stop.
+    pub fn workers(&self) -> &CancellationToken {
+        &self.workers
+    }
+
+    /// Marks the task destroyed and stops its workers; false if it already was.
+    pub fn mark_destroyed(&self) -> bool {
+        let mut destroyed = self
+            .destroyed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = !*destroyed;
+        *destroyed = true;
+        self.workers.cancel();
+        first
+    }
+}
+
+impl Drop for TaskHandle {
+    fn drop(&mut self) {
+        self.workers.cancel();
+    }
+}

@@ -1,0 +1,53 @@
+//! RecoverTask: re-adopt a task after the plugin (or the agent) restarted,
+//! from the `driver_state` we stored in Nomad's task handle.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::Driver;
+use super::error::{DriverError, Result};
+use super::handle::TaskHandle;
+use super::state::DriverState;
+use super::task::TaskRequest;
+
+impl Driver {
+    /// Tracks the task again and resumes waiting on its container. A task
+    /// that exited while we were away reports its real exit code.
+    pub async fn recover_task(&self, task: TaskRequest, driver_state: &[u8]) -> Result<()> {
+        if self.tasks.contains(&task.id) {
+            return Ok(());
+        }
+        let state = DriverState::decode(driver_state).map_err(DriverError::InvalidRequest)?;
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
+        docker
+            .inspect_container(&state.container_id)
+            .await
+            .map_err(|e| {
+                DriverError::Failed(format!(
+                    "failed to inspect container for id {:?}: {e}",
+                    state.container_id
+                ))
+            })?;
+        let started_at =
+            UNIX_EPOCH + Duration::try_from_secs_f64(state.started_at).unwrap_or(Duration::ZERO);
+        let handle = Arc::new(TaskHandle::new(
+            task,
+            state.container_id,
+            state.image_id,
+            state.network,
+            started_at,
+        ));
+        let (handle, inserted) = self.tasks.insert(handle);
+        if inserted {
+            // Image reference counts are rebuilt from recovered tasks, so a
+            // restart does not leak images (Nomad forgets them).
+            self.images.acquire(&handle.image_id, &handle.task.id);
+            self.spawn_exit_watcher(docker, Arc::clone(&handle));
+            tracing::info!(task_id = %handle.task.id, container_id = %handle.container_id, "task recovered");
+        }
+        Ok(())
+    }
+}

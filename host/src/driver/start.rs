@@ -1,0 +1,333 @@
+//! StartTask: decode the task's config, make sure the image is there, build
+//! the container, create and start it, and track it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Driver;
+use super::error::{DriverError, Result};
+use super::handle::TaskHandle;
+use super::network::{DriverNetwork, detect_ip};
+use super::task::TaskRequest;
+use crate::config::ConfigError;
+use crate::config::task::TaskConfig;
+use crate::docker::image::{PullError, PullProgress, RegistryAuth};
+use crate::docker::{Docker, DockerError, reference};
+
+/// How often a long pull reports its progress as a task event.
+const PULL_PROGRESS_EVERY: Duration = Duration::from_secs(120);
+/// Retries of engine calls that failed for a transient reason.
+const TRANSIENT_RETRIES: u32 = 5;
+
+/// What StartTask hands back to Nomad.
+#[derive(Debug)]
+pub struct Started {
+    /// The tracked task.
+    pub handle: Arc<TaskHandle>,
+}
+
+/// `50 ms · 2^attempt`, at most a minute (Nomad's create/start backoff).
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50)
+        .saturating_mul(2u32.saturating_pow(attempt))
+        .min(Duration::from_secs(60))
+}
+
+impl Driver {
+    /// Starts a task.
+    pub async fn start_task(&self, task: TaskRequest, driver_config: &[u8]) -> Result<Started> {
+        if self.tasks.contains(&task.id) {
+            return Err(DriverError::AlreadyStarted(task.id));
+        }
+        let configured = self.require_config()?;
+        let config = TaskConfig::from_msgpack(driver_config)?;
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("failed to connect to Docker", &e))?;
+        let facts = docker
+            .facts()
+            .await
+            .map_err(|e| DriverError::docker("failed to get docker info", &e))?;
+
+        let image_id = self.ensure_image(&docker, &task, &config).await?;
+        let compute = configured
+            .agent
+            .as_ref()
+            .map(|a| a.compute)
+            .unwrap_or_default();
+        let host_cpus =
+            std::thread::available_parallelism().map_or(1, |n| i64::try_from(n.get()).unwrap_or(1));
+        let spec = build_spec(
+            &task,
+            &config,
+            &configured.plugin,
+            &facts,
+            compute,
+            host_cpus,
+            &image_id,
+        )?;
+        for warning in &spec.warnings {
+            tracing::warn!(task_id = %task.id, "{warning}");
+        }
+        write_files(&spec).await?;
+
+        let container_id = self
+            .create_container(&docker, &spec, &configured.plugin.container_exists_attempts)
+            .await?;
+        if let Err(err) = self.start_container(&docker, &container_id).await {
+            if let Err(remove) = docker.remove_container(&container_id, true).await {
+                tracing::warn!(container_id, error = %remove, "failed to remove the container that did not start");
+            }
+            return Err(err);
+        }
+        let facts = match docker.inspect_container(&container_id).await {
+            Ok(facts) => facts,
+            Err(err) => {
+                let _ = docker.remove_container(&container_id, true).await;
+                return Err(DriverError::recoverable(format!(
+                    "failed to inspect started container {container_id}: {err}"
+                )));
+            }
+        };
+        let (ip, auto_advertise) = detect_ip(&facts.networks, config.advertise_ipv6_address);
+        let network = (!config.port_map.is_empty() || !ip.is_empty()).then(|| DriverNetwork {
+            port_map: config.port_map.clone(),
+            ip,
+            auto_advertise,
+        });
+
+        let handle = Arc::new(TaskHandle::new(
+            task,
+            container_id,
+            image_id,
+            network,
+            SystemTime::now(),
+        ));
+        let (handle, inserted) = self.tasks.insert(handle);
+        if !inserted {
+            return Err(DriverError::AlreadyStarted(handle.task.id.clone()));
+        }
+        self.images.acquire(&handle.image_id, &handle.task.id);
+        self.spawn_exit_watcher(docker, Arc::clone(&handle));
+        tracing::info!(task_id = %handle.task.id, container_id = %handle.container_id, "task started");
+        Ok(Started { handle })
+    }
+
+    /// Makes sure the task's image is present and returns its id: pulled
+    /// when forced, when the tag is `latest` or when it is missing; loaded
+    /// from the task dir with `load`. Concurrent starts share one pull.
+    async fn ensure_image(
+        &self,
+        docker: &Docker,
+        task: &TaskRequest,
+        config: &TaskConfig,
+    ) -> Result<String> {
+        let image = reference::parse(&config.image)
+            .map_err(|message| DriverError::InvalidConfig(ConfigError::new("image", message)))?;
+        let full = image.full();
+        let lock = self.images.pull_lock(&full);
+        let _pulling = lock.lock().await;
+        let local = || async {
+            docker
+                .image_id(&full)
+                .await
+                .map_err(|e| DriverError::docker("failed to inspect image", &e))
+        };
+        if !config.force_pull
+            && !image.is_latest()
+            && let Some(id) = local().await?
+        {
+            return Ok(id);
+        }
+        if !config.load.is_empty() {
+            let archive = task.task_dir().join("local").join(&config.load);
+            docker.load_image(&archive).await.map_err(|e| {
+                DriverError::recoverable(format!("failed to load image {}: {e}", archive.display()))
+            })?;
+            return local().await?.ok_or_else(|| {
+                DriverError::unrecoverable(format!(
+                    "image {full} is not in the loaded archive {}",
+                    config.load
+                ))
+            });
+        }
+        self.pull(docker, task, config, &image).await?;
+        local()
+            .await?
+            .ok_or_else(|| DriverError::recoverable(format!("image {full} missing after pull")))
+    }
+
+    async fn pull(
+        &self,
+        docker: &Docker,
+        task: &TaskRequest,
+        config: &TaskConfig,
+        image: &reference::ImageRef,
+    ) -> Result<()> {
+        let configured = self.require_config()?;
+        let full = image.full();
+        self.events
+            .emit(task, "Downloading image", &[("image", &full)]);
+        let auth = task_auth(config);
+        let timeout = config
+            .image_pull_timeout_or(configured.plugin.image_pull_timeout)
+            .get();
+        let activity = configured.plugin.pull_activity_timeout.get();
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let mut report = |progress: &PullProgress| {
+            if last_report.elapsed() >= PULL_PROGRESS_EVERY {
+                last_report = Instant::now();
+                let message = format!(
+                    "Docker image pull progress: Pulled {}/{} layers: {} waiting/{} pulling",
+                    progress.done, progress.layers, progress.waiting, progress.pulling
+                );
+                self.events.emit(task, message, &[("image", &full)]);
+            }
+        };
+        let result = docker
+            .pull_image(
+                &image.repository,
+                &image.tag,
+                auth,
+                timeout,
+                activity,
+                &mut report,
+            )
+            .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(image = %full, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
+                Ok(())
+            }
+            Err(err) => {
+                if matches!(err, PullError::Inactive(_)) {
+                    tracing::warn!(image = %full, "image pull aborted due to inactivity");
+                }
+                let message = format!("Failed to pull `{full}`: {err}");
+                let not_found = message.contains("not found") && message.contains("image");
+                Err(DriverError::Recoverable {
+                    message,
+                    recoverable: !not_found,
+                })
+            }
+        }
+    }
+
+    /// Creates the container; a name already taken by a running container
+    /// is adopted, a stopped one is removed and the create retried.
+    async fn create_container(
+        &self,
+        docker: &Docker,
+        spec: &ContainerSpec,
+        attempts: &i64,
+    ) -> Result<String> {
+        let max_conflicts = u32::try_from(*attempts).unwrap_or(0);
+        let (mut conflicts, mut transient) = (0u32, 0u32);
+        loop {
+            let err = match docker.create_container(&spec.name, spec.body.clone()).await {
+                Ok(id) => return Ok(id),
+                Err(err) => err,
+            };
+            let failed = |err: &DockerError, recoverable: bool| DriverError::Recoverable {
+                message: format!("failed to create container: {err}"),
+                recoverable,
+            };
+            match &err {
+                e if e.message().to_lowercase().contains("duplicate mount point") => {
+                    return Err(failed(e, true));
+                }
+                DockerError::Conflict(_) => {
+                    match docker.inspect_container(&spec.name).await {
+                        Ok(existing) if existing.running => {
+                            tracing::info!(container_id = %existing.id, name = %spec.name, "adopting the running container that has the task's name");
+                            return Ok(existing.id);
+                        }
+                        Ok(existing) => {
+                            if let Err(remove) = docker.remove_container(&existing.id, true).await {
+                                tracing::warn!(container_id = %existing.id, error = %remove, "failed to purge the stopped container with the task's name");
+                            }
+                        }
+                        Err(DockerError::NotFound(_)) => {}
+                        Err(inspect) => return Err(failed(&inspect, inspect.is_transient())),
+                    }
+                    if conflicts >= max_conflicts {
+                        return Err(failed(&err, true));
+                    }
+                    tokio::time::sleep(backoff(conflicts)).await;
+                    conflicts += 1;
+                }
+                DockerError::NotFound(_) => return Err(failed(&err, true)),
+                e if e.is_transient() && transient < TRANSIENT_RETRIES => {
+                    tokio::time::sleep(backoff(transient)).await;
+                    transient += 1;
+                }
+                e => return Err(failed(e, e.is_transient())),
+            }
+        }
+    }
+
+    async fn start_container(&self, docker: &Docker, id: &str) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match docker.start_container(id).await {
+                Ok(()) | Err(DockerError::Conflict(_)) => return Ok(()),
+                Err(err) if err.is_transient() && attempt < TRANSIENT_RETRIES => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(err) => {
+                    return Err(DriverError::Recoverable {
+                        message: format!("Failed to start container {id}: {err}"),
+                        recoverable: err.is_transient(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The task's own registry credentials, when it gives any.
+fn task_auth(config: &TaskConfig) -> Option<RegistryAuth> {
+    let auth = &config.auth;
+    (!auth.username.is_empty() || !auth.password.is_empty() || !auth.server_address.is_empty())
+        .then(|| RegistryAuth {
+            username: auth.username.clone(),
+            password: auth.password.clone(),
+            server_address: auth.server_address.clone(),
+        })
+}
+
+/// PLACEHOLDER until the container mapping lands (docker::spec).
+struct ContainerSpec {
+    name: String,
+    body: bollard::models::ContainerCreateBody,
+    files: Vec<(std::path::PathBuf, String)>,
+    warnings: Vec<String>,
+}
+
+fn build_spec(
+    _task: &TaskRequest,
+    _config: &TaskConfig,
+    _plugin: &crate::config::PluginConfig,
+    _facts: &crate::docker::engine::EngineFacts,
+    _compute: super::NodeCompute,
+    _host_cpus: i64,
+    _image: &str,
+) -> Result<ContainerSpec> {
+    let _ = ConfigError::new("", "");
+    Err(DriverError::Failed(
+        "the container mapping is not wired yet".to_owned(),
+    ))
+}
+
+/// Writes the files the container spec binds (`/etc/hosts`, resolv.conf).
+async fn write_files(spec: &ContainerSpec) -> Result<()> {
+    for (path, contents) in &spec.files {
+        tokio::fs::write(path, contents)
+            .await
+            .map_err(|e| DriverError::Failed(format!("failed to write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
