@@ -352,12 +352,12 @@ async fn config_survives_the_client_disconnecting_and_reconnecting() {
 async fn rpcs_of_later_versions_report_unimplemented_by_name() {
     let mut plugin = launch(&[], &[]).await;
     let status = DriverClient::new(plugin.channel.clone())
-        .create_network(drivers::CreateNetworkRequest::default())
+        .task_stats(drivers::TaskStatsRequest::default())
         .await
         .expect_err("not implemented yet");
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(
-        status.message().contains("CreateNetwork"),
+        status.message().contains("TaskStats"),
         "{}",
         status.message()
     );

@@ -197,3 +197,33 @@ impl Docker {
             .collect())
     }
 }
+
+impl Docker {
+    /// Creates a network pause container: `image` with `hostname`, `labels`,
+    /// no network of its own (the client sets the namespace up) and
+    /// restarted unless stopped.
+    pub async fn create_pause_container(
+        &self,
+        name: &str,
+        image: &str,
+        hostname: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String> {
+        use bollard::models::{HostConfig, RestartPolicy, RestartPolicyNameEnum};
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            hostname: (!hostname.is_empty()).then(|| hostname.to_owned()),
+            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".to_owned()),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        self.create_container(name, body).await
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod container;
 pub mod engine;
+pub mod exec;
 pub mod image;
 pub mod reference;
 

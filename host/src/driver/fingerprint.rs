@@ -106,6 +106,7 @@ impl Driver {
             tracing::info!(version = %facts.version, runtimes = ?facts.runtimes, "Docker engine is healthy");
         }
         self.fingerprint.detected.store(true, Ordering::Relaxed);
+        self.start_background_once().await;
         if facts.has_runtime(&config.nvidia_runtime) {
             self.fingerprint.gpu_runtime.store(true, Ordering::Relaxed);
         }

@@ -7,12 +7,14 @@
 
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod fingerprint;
 pub mod handle;
 pub mod images;
 pub mod lifecycle;
 pub mod network;
 pub mod recover;
+pub mod sandbox;
 pub mod signals;
 pub mod start;
 pub mod state;
@@ -128,6 +130,11 @@ pub struct Driver {
     pub(crate) fingerprint: fingerprint::History,
     /// Pull locks and image reference counts.
     pub(crate) images: Arc<images::Images>,
+    /// Network pause containers.
+    pub(crate) pauses: sandbox::PauseContainers,
+    /// Whether start-up work (pause container rediscovery) has run; it
+    /// runs on the first Fingerprint, never on SetConfig.
+    started_background: std::sync::atomic::AtomicBool,
 }
 
 impl Driver {
@@ -141,6 +148,8 @@ impl Driver {
             events: Events::default(),
             fingerprint: fingerprint::History::default(),
             images: Arc::default(),
+            pauses: sandbox::PauseContainers::default(),
+            started_background: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -224,6 +233,15 @@ impl Driver {
         let docker = Docker::connect(&config)?.negotiate().await?;
         *slot = Some(docker.clone());
         Ok(docker)
+    }
+
+    /// Start-up work of the long-lived plugin process, run once from the
+    /// first Fingerprint (SetConfig also runs on throwaway processes).
+    pub(crate) async fn start_background_once(&self) {
+        if self.started_background.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        self.rediscover_pause_containers().await;
     }
 
     /// Forgets the engine connection (after the engine went away), so the

@@ -353,3 +353,39 @@ pub fn inspect_response(status: &TaskStatus) -> dpb::InspectTaskResponse {
         network_override: status.network.as_ref().map(network_override),
     }
 }
+
+/// Our isolation spec on the wire.
+pub fn isolation_spec(isolation: &NetworkIsolation) -> dpb::NetworkIsolationSpec {
+    use dpb::network_isolation_spec::NetworkIsolationMode as M;
+    let mode = match isolation.mode {
+        NetworkMode::Host => M::Host,
+        NetworkMode::Group => M::Group,
+        NetworkMode::Task => M::Task,
+        NetworkMode::None => M::None,
+    };
+    dpb::NetworkIsolationSpec {
+        mode: mode.into(),
+        path: isolation.path.clone(),
+        labels: isolation.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        hosts_config: isolation
+            .hosts
+            .as_ref()
+            .map(|(hostname, address)| dpb::HostsConfig { hostname: hostname.clone(), address: address.clone() }),
+    }
+}
+
+/// A wire isolation spec as ours.
+pub fn isolation(spec: &dpb::NetworkIsolationSpec) -> NetworkIsolation {
+    use dpb::network_isolation_spec::NetworkIsolationMode as M;
+    NetworkIsolation {
+        mode: match spec.mode() {
+            M::Host => NetworkMode::Host,
+            M::Group => NetworkMode::Group,
+            M::Task => NetworkMode::Task,
+            M::None => NetworkMode::None,
+        },
+        path: spec.path.clone(),
+        labels: spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        hosts: spec.hosts_config.as_ref().map(|h| (h.hostname.clone(), h.address.clone())),
+    }
+}

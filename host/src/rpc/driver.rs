@@ -1,8 +1,7 @@
 //! `hashicorp.nomad.plugins.drivers.proto.Driver`: one thin function per RPC
 //! calling the driver core.
 //!
-//! RPCs not implemented yet (exec, networks, stats) report UNIMPLEMENTED
-//! with the RPC's name.
+//! TaskStats is not implemented yet and reports UNIMPLEMENTED with its name.
 
 use std::sync::Arc;
 
@@ -270,31 +269,52 @@ impl driver_server::Driver for DriverService {
 
     async fn exec_task(
         &self,
-        _request: Request<pb::ExecTaskRequest>,
+        request: Request<pb::ExecTaskRequest>,
     ) -> Result<Response<pb::ExecTaskResponse>, Status> {
-        not_yet("ExecTask")
+        let request = request.into_inner();
+        let timeout = convert::duration(request.timeout.as_ref());
+        let outcome = self.driver.exec_task(&request.task_id, &request.command, timeout).await?;
+        Ok(Response::new(pb::ExecTaskResponse {
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            result: Some(convert::exit_result(&outcome.exit)),
+        }))
     }
 
     type ExecTaskStreamingStream = BoxStream<pb::ExecTaskStreamingResponse>;
 
     async fn exec_task_streaming(
         &self,
-        _request: Request<Streaming<pb::ExecTaskStreamingRequest>>,
+        request: Request<Streaming<pb::ExecTaskStreamingRequest>>,
     ) -> Result<Response<Self::ExecTaskStreamingStream>, Status> {
-        not_yet("ExecTaskStreaming")
+        let stream = super::exec::exec_streaming(Arc::clone(&self.driver), request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 
     async fn create_network(
         &self,
-        _request: Request<pb::CreateNetworkRequest>,
+        request: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::CreateNetworkResponse>, Status> {
-        not_yet("CreateNetwork")
+        let request = request.into_inner();
+        if request.alloc_id.is_empty() {
+            return Err(Status::invalid_argument("CreateNetwork needs an alloc_id"));
+        }
+        let (isolation, created) = self.driver.create_network(&request.alloc_id, &request.hostname).await?;
+        Ok(Response::new(pb::CreateNetworkResponse {
+            isolation_spec: Some(convert::isolation_spec(&isolation)),
+            created,
+        }))
     }
 
     async fn destroy_network(
         &self,
-        _request: Request<pb::DestroyNetworkRequest>,
+        request: Request<pb::DestroyNetworkRequest>,
     ) -> Result<Response<pb::DestroyNetworkResponse>, Status> {
-        not_yet("DestroyNetwork")
+        let request = request.into_inner();
+        let spec = request
+            .isolation_spec
+            .ok_or_else(|| Status::invalid_argument("DestroyNetwork needs the isolation spec"))?;
+        self.driver.destroy_network(&request.alloc_id, &convert::isolation(&spec)).await?;
+        Ok(Response::new(pb::DestroyNetworkResponse {}))
     }
 }

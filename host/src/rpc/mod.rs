@@ -5,6 +5,7 @@
 pub mod base;
 pub mod convert;
 pub mod driver;
+pub mod exec;
 pub mod proto;
 pub mod status;
 
