@@ -2,3 +2,5 @@
 //! area gets a module as the driver grows.
 
 mod engine;
+mod harness;
+mod lifecycle;

@@ -1,26 +1,28 @@
 //! Harness for the end-to-end tests: they drive the real plugin binary
 //! against a real Docker engine. A missing engine is a loud failure that
 //! says how to get one, never a skipped test.
+//!
+//! * [`docker`] — the `docker` CLI for tests (run, inspect, find, remove);
+//! * [`images`] — local test images made from busybox with `docker import`;
+//! * [`registry`] — a real registry on loopback (optionally with basic auth)
+//!   and a black-hole registry that never answers;
+//! * [`plugin`] — the plugin binary built, launched like Nomad does, and
+//!   configured: [`plugin::PluginUnderTest`];
+//! * [`task`] — the `TaskConfig` Nomad would send, with a real alloc dir;
+//! * [`cleanup`] — a guard that removes what a test created.
+//!
+//! Everything a test creates carries the process's [`run_id`].
 
-use std::process::Command;
+pub mod cleanup;
+pub mod docker;
+pub mod ids;
+pub mod images;
+pub mod plugin;
+pub mod registry;
+pub mod task;
 
-/// What to tell a person whose machine has no reachable Docker engine.
-pub const NO_DOCKER: &str = "no Docker engine is reachable: run scripts/test.sh as root \
-(it installs docker.io and starts dockerd), or start dockerd yourself and make sure \
-`docker info` works for this user";
-
-/// The server version of the reachable Docker engine, or a message saying
-/// why there is none and how to fix that.
-pub fn docker_server_version() -> Result<String, String> {
-    let output = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map_err(|err| format!("{NO_DOCKER} (cannot run the docker CLI: {err})"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{NO_DOCKER} ({})",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
+pub use cleanup::Cleanup;
+pub use docker::{NO_DOCKER, docker_server_version, require_docker};
+pub use ids::run_id;
+pub use plugin::PluginUnderTest;
+pub use task::{Alloc, Task, TaskBuilder};

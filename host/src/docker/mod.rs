@@ -5,11 +5,13 @@
 //! variants the driver can reason about (not found, conflict, not modified,
 //! timeout) so no HTTP status code leaks out of this module.
 
+pub mod auth;
 pub mod container;
 pub mod engine;
 pub mod exec;
 pub mod image;
 pub mod reference;
+pub mod spec;
 
 use std::time::Duration;
 

@@ -41,9 +41,16 @@ impl Driver {
     /// Runs `cmd` in the task's container and returns the tails of its
     /// output and its exit code. A zero `timeout` means no timeout (the
     /// proto's promise; Nomad's own driver expires at once).
-    pub async fn exec_task(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome> {
+    pub async fn exec_task(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome> {
         if cmd.is_empty() {
-            return Err(DriverError::InvalidRequest("command is required".to_owned()));
+            return Err(DriverError::InvalidRequest(
+                "command is required".to_owned(),
+            ));
         }
         let run = self.exec_collect(id, cmd);
         if timeout.is_zero() {
@@ -67,39 +74,76 @@ impl Driver {
         Ok(ExecOutcome {
             stdout: stdout.0.into(),
             stderr: stderr.0.into(),
-            exit: ExitResult { exit_code, ..ExitResult::default() },
+            exit: ExitResult {
+                exit_code,
+                ..ExitResult::default()
+            },
         })
     }
 
     /// Starts an attached command in the task's container.
-    pub async fn exec_session(&self, id: &str, cmd: &[String], tty: bool, stdin: bool) -> Result<ExecSession> {
+    pub async fn exec_session(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<ExecSession> {
         let handle = self.tasks.get(id)?;
         if cmd.is_empty() {
-            return Err(DriverError::InvalidRequest("command is required".to_owned()));
+            return Err(DriverError::InvalidRequest(
+                "command is required".to_owned(),
+            ));
         }
-        let docker = self.docker().await.map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
         docker
             .exec(&handle.container_id, cmd, tty, stdin)
             .await
-            .map_err(|e| DriverError::Failed(format!("failed to exec into container {}: {e}", handle.container_id)))
+            .map_err(|e| {
+                DriverError::Failed(format!(
+                    "failed to exec into container {}: {e}",
+                    handle.container_id
+                ))
+            })
     }
 
     /// Resizes an exec's TTY.
     pub async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<()> {
-        let docker = self.docker().await.map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
-        docker.exec_resize(exec_id, height, width).await.map_err(|e| DriverError::Failed(format!("resize failed: {e}")))
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
+        docker
+            .exec_resize(exec_id, height, width)
+            .await
+            .map_err(|e| DriverError::Failed(format!("resize failed: {e}")))
     }
 
     /// The exec's exit code, or `None` while it runs.
     pub async fn exec_exit_code_now(&self, exec_id: &str) -> Result<Option<i64>> {
-        let docker = self.docker().await.map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
-        docker.exec_exit_code(exec_id).await.map_err(|e| DriverError::Failed(format!("cannot inspect the exec: {e}")))
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
+        docker
+            .exec_exit_code(exec_id)
+            .await
+            .map_err(|e| DriverError::Failed(format!("cannot inspect the exec: {e}")))
     }
 
     /// Waits for an exec to finish and returns its exit code.
     pub async fn exec_exit_code(&self, exec_id: &str) -> Result<i64> {
-        let docker = self.docker().await.map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
-        docker.exec_wait(exec_id).await.map_err(|e| DriverError::Failed(format!("cannot read the exit code: {e}")))
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
+        docker
+            .exec_wait(exec_id)
+            .await
+            .map_err(|e| DriverError::Failed(format!("cannot read the exit code: {e}")))
     }
 }
 

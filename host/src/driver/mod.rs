@@ -238,7 +238,10 @@ impl Driver {
     /// Start-up work of the long-lived plugin process, run once from the
     /// first Fingerprint (SetConfig also runs on throwaway processes).
     pub(crate) async fn start_background_once(&self) {
-        if self.started_background.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .started_background
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             return;
         }
         self.rediscover_pause_containers().await;

@@ -26,33 +26,54 @@ pub struct PauseContainers(Mutex<HashSet<String>>);
 impl PauseContainers {
     /// Remembers a pause container.
     pub fn track(&self, id: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned());
     }
 
     /// Forgets a pause container.
     pub fn untrack(&self, id: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
     }
 
     /// Every tracked pause container id.
     pub fn ids(&self) -> HashSet<String> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
 impl Driver {
     /// Makes (or finds) the allocation's pause container and returns its
     /// isolation spec, and whether it was created now.
-    pub async fn create_network(&self, alloc_id: &str, hostname: &str) -> Result<(NetworkIsolation, bool)> {
+    pub async fn create_network(
+        &self,
+        alloc_id: &str,
+        hostname: &str,
+    ) -> Result<(NetworkIsolation, bool)> {
         let config = self.require_config()?;
-        let docker = self.docker().await.map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
         let name = format!("{PAUSE_PREFIX}{alloc_id}");
         let spec = |id: &str, sandbox_key: String| {
             let mut labels = BTreeMap::from([(SANDBOX_CONTAINER_LABEL.to_owned(), id.to_owned())]);
             if !hostname.is_empty() {
                 labels.insert(SANDBOX_HOSTNAME_LABEL.to_owned(), hostname.to_owned());
             }
-            NetworkIsolation { mode: NetworkMode::Group, path: sandbox_key, labels, hosts: None }
+            NetworkIsolation {
+                mode: NetworkMode::Group,
+                path: sandbox_key,
+                labels,
+                hosts: None,
+            }
         };
         match docker.inspect_container(&name).await {
             Ok(existing) if existing.running => {
@@ -63,16 +84,25 @@ impl Driver {
                 let _ = docker.remove_container(&stopped.id, true).await;
             }
             Err(DockerError::NotFound(_)) => {}
-            Err(err) => return Err(DriverError::docker("failed to inspect the pause container", &err)),
+            Err(err) => {
+                return Err(DriverError::docker(
+                    "failed to inspect the pause container",
+                    &err,
+                ));
+            }
         }
 
-        let image = reference::parse(&config.plugin.infra_image)
-            .map_err(|m| DriverError::InvalidConfig(crate::config::ConfigError::new("infra_image", m)))?;
+        let image = reference::parse(&config.plugin.infra_image).map_err(|m| {
+            DriverError::InvalidConfig(crate::config::ConfigError::new("infra_image", m))
+        })?;
         let full = image.full();
         let present = if image.is_latest() {
             None
         } else {
-            docker.image_id(&full).await.map_err(|e| DriverError::docker("failed to inspect the infra image", &e))?
+            docker
+                .image_id(&full)
+                .await
+                .map_err(|e| DriverError::docker("failed to inspect the infra image", &e))?
         };
         let image_id = match present {
             Some(id) => id,
@@ -80,9 +110,20 @@ impl Driver {
                 let timeout = config.plugin.infra_image_pull_timeout.get();
                 let activity = config.plugin.pull_activity_timeout.get();
                 docker
-                    .pull_image(&image.repository, &image.tag, None, timeout, activity, &mut |_| {})
+                    .pull_image(
+                        &image.repository,
+                        &image.tag,
+                        None,
+                        timeout,
+                        activity,
+                        &mut |_| {},
+                    )
                     .await
-                    .map_err(|e| DriverError::recoverable(format!("failed to pull infra image `{full}`: {e}")))?;
+                    .map_err(|e| {
+                        DriverError::recoverable(format!(
+                            "failed to pull infra image `{full}`: {e}"
+                        ))
+                    })?;
                 docker
                     .image_id(&full)
                     .await
@@ -99,7 +140,10 @@ impl Driver {
             .map_err(|e| DriverError::docker("failed to create the pause container", &e))?;
         if let Err(err) = docker.start_container(&id).await {
             let _ = docker.remove_container(&id, true).await;
-            return Err(DriverError::docker("failed to start the pause container", &err));
+            return Err(DriverError::docker(
+                "failed to start the pause container",
+                &err,
+            ));
         }
         let facts = docker
             .inspect_container(&id)
@@ -111,37 +155,60 @@ impl Driver {
     }
 
     /// Removes the allocation's pause container.
-    pub async fn destroy_network(&self, alloc_id: &str, isolation: &NetworkIsolation) -> Result<()> {
+    pub async fn destroy_network(
+        &self,
+        alloc_id: &str,
+        isolation: &NetworkIsolation,
+    ) -> Result<()> {
         let config = self.require_config()?;
-        let Some(id) = isolation.labels.get(SANDBOX_CONTAINER_LABEL).filter(|id| !id.is_empty()) else {
+        let Some(id) = isolation
+            .labels
+            .get(SANDBOX_CONTAINER_LABEL)
+            .filter(|id| !id.is_empty())
+        else {
             return Err(DriverError::InvalidRequest(format!(
                 "the isolation spec has no {SANDBOX_CONTAINER_LABEL} label"
             )));
         };
-        let docker = self.docker().await.map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
         self.pauses.untrack(id);
         if let Err(err) = docker.stop_container(id, Duration::from_secs(1)).await {
             tracing::debug!(container_id = %id, error = %err, "stopping the pause container failed");
         }
         match docker.remove_container(id, true).await {
             Ok(()) | Err(DockerError::NotFound(_)) => {}
-            Err(err) => return Err(DriverError::docker("failed to remove the pause container", &err)),
+            Err(err) => {
+                return Err(DriverError::docker(
+                    "failed to remove the pause container",
+                    &err,
+                ));
+            }
         }
         if config.plugin.gc.image
-            && let Ok(Some(image_id)) = docker.image_id(&config.plugin.infra_image).await {
-                self.release_image(&image_id, alloc_id).await;
-            }
+            && let Ok(Some(image_id)) = docker.image_id(&config.plugin.infra_image).await
+        {
+            self.release_image(&image_id, alloc_id).await;
+        }
         Ok(())
     }
 
     /// Finds pause containers made before a restart (running, labelled,
     /// named `nomad_init_…`) so nothing mistakes them for strays.
     pub async fn rediscover_pause_containers(&self) {
-        let Ok(docker) = self.docker().await else { return };
+        let Ok(docker) = self.docker().await else {
+            return;
+        };
         match docker.list_containers(ALLOC_ID_LABEL, false).await {
             Ok(containers) => {
                 for container in containers {
-                    if container.names.iter().any(|n| n.trim_start_matches('/').starts_with(PAUSE_PREFIX)) {
+                    if container
+                        .names
+                        .iter()
+                        .any(|n| n.trim_start_matches('/').starts_with(PAUSE_PREFIX))
+                    {
                         self.pauses.track(&container.id);
                     }
                 }

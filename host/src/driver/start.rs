@@ -10,9 +10,11 @@ use super::handle::TaskHandle;
 use super::network::{DriverNetwork, detect_ip};
 use super::task::TaskRequest;
 use crate::config::ConfigError;
+use crate::config::PluginConfig;
 use crate::config::task::TaskConfig;
 use crate::docker::image::{PullError, PullProgress, RegistryAuth};
-use crate::docker::{Docker, DockerError, reference};
+use crate::docker::spec::{self, ContainerSpec, HOSTS_FILE, RealHostFiles, SpecInputs};
+use crate::docker::{Docker, DockerError, auth, reference};
 
 /// How often a long pull reports its progress as a task event.
 const PULL_PROGRESS_EVERY: Duration = Duration::from_secs(120);
@@ -58,15 +60,24 @@ impl Driver {
             .unwrap_or_default();
         let host_cpus =
             std::thread::available_parallelism().map_or(1, |n| i64::try_from(n.get()).unwrap_or(1));
-        let spec = build_spec(
-            &task,
-            &config,
-            &configured.plugin,
-            &facts,
+        let inputs = SpecInputs {
+            task: &task,
+            config: &config,
+            plugin: &configured.plugin,
+            engine: &facts,
             compute,
             host_cpus,
-            &image_id,
-        )?;
+            image: &image_id,
+        };
+        let spec = spec::container_spec(&inputs, &RealHostFiles).map_err(|e| {
+            DriverError::InvalidConfig(ConfigError::new(
+                e.key,
+                format!(
+                    "Failed to create container configuration for image {:?} ({image_id:?}): {}",
+                    config.image, e.message
+                ),
+            ))
+        })?;
         for warning in &spec.warnings {
             tracing::warn!(task_id = %task.id, "{warning}");
         }
@@ -169,7 +180,7 @@ impl Driver {
         let full = image.full();
         self.events
             .emit(task, "Downloading image", &[("image", &full)]);
-        let auth = task_auth(config);
+        let auth = registry_auth(config, &configured.plugin, &image.repository).await?;
         let timeout = config
             .image_pull_timeout_or(configured.plugin.image_pull_timeout)
             .get();
@@ -288,43 +299,61 @@ impl Driver {
     }
 }
 
-/// The task's own registry credentials, when it gives any.
-fn task_auth(config: &TaskConfig) -> Option<RegistryAuth> {
-    let auth = &config.auth;
-    (!auth.username.is_empty() || !auth.password.is_empty() || !auth.server_address.is_empty())
-        .then(|| RegistryAuth {
-            username: auth.username.clone(),
-            password: auth.password.clone(),
-            server_address: auth.server_address.clone(),
-        })
+/// Registry credentials for a pull: the task's `auth` block, else the
+/// plugin's docker config file, else its credential helper. A lookup that
+/// fails fails the start, unless the task set `auth_soft_fail`.
+async fn registry_auth(
+    config: &TaskConfig,
+    plugin: &PluginConfig,
+    repository: &str,
+) -> Result<Option<RegistryAuth>> {
+    let own = &config.auth;
+    if !own.username.is_empty() || !own.password.is_empty() || !own.server_address.is_empty() {
+        return Ok(Some(RegistryAuth {
+            username: own.username.clone(),
+            password: own.password.clone(),
+            server_address: own.server_address.clone(),
+        }));
+    }
+    let host = auth::registry_host(repository);
+    let soft = |message: String| {
+        if config.auth_soft_fail {
+            tracing::warn!(
+                repository,
+                "continuing without registry credentials: {message}"
+            );
+            Ok(None)
+        } else {
+            Err(DriverError::unrecoverable(format!(
+                "Failed to find docker auth for repo {repository:?}: {message}"
+            )))
+        }
+    };
+    if !plugin.auth.config.is_empty() {
+        match auth::from_config_file(std::path::Path::new(&plugin.auth.config), &host).await {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => {}
+            Err(message) => return soft(message),
+        }
+    }
+    if !plugin.auth.helper.is_empty() {
+        return match auth::from_helper(&plugin.auth.helper, &host).await {
+            Ok(found) => Ok(Some(found)),
+            Err(message) => soft(message),
+        };
+    }
+    Ok(None)
 }
 
-/// PLACEHOLDER until the container mapping lands (docker::spec).
-struct ContainerSpec {
-    name: String,
-    body: bollard::models::ContainerCreateBody,
-    files: Vec<(std::path::PathBuf, String)>,
-    warnings: Vec<String>,
-}
-
-fn build_spec(
-    _task: &TaskRequest,
-    _config: &TaskConfig,
-    _plugin: &crate::config::PluginConfig,
-    _facts: &crate::docker::engine::EngineFacts,
-    _compute: super::NodeCompute,
-    _host_cpus: i64,
-    _image: &str,
-) -> Result<ContainerSpec> {
-    let _ = ConfigError::new("", "");
-    Err(DriverError::Failed(
-        "the container mapping is not wired yet".to_owned(),
-    ))
-}
-
-/// Writes the files the container spec binds (`/etc/hosts`, resolv.conf).
+/// Writes the files the container spec binds. The allocation's hosts file
+/// is shared by its tasks and written once; resolv.conf is per task.
 async fn write_files(spec: &ContainerSpec) -> Result<()> {
     for (path, contents) in &spec.files {
+        if path.file_name().is_some_and(|name| name == HOSTS_FILE)
+            && tokio::fs::try_exists(path).await.unwrap_or(false)
+        {
+            continue;
+        }
         tokio::fs::write(path, contents)
             .await
             .map_err(|e| DriverError::Failed(format!("failed to write {}: {e}", path.display())))?;

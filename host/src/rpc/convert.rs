@@ -366,11 +366,18 @@ pub fn isolation_spec(isolation: &NetworkIsolation) -> dpb::NetworkIsolationSpec
     dpb::NetworkIsolationSpec {
         mode: mode.into(),
         path: isolation.path.clone(),
-        labels: isolation.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: isolation
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         hosts_config: isolation
             .hosts
             .as_ref()
-            .map(|(hostname, address)| dpb::HostsConfig { hostname: hostname.clone(), address: address.clone() }),
+            .map(|(hostname, address)| dpb::HostsConfig {
+                hostname: hostname.clone(),
+                address: address.clone(),
+            }),
     }
 }
 
@@ -385,7 +392,14 @@ pub fn isolation(spec: &dpb::NetworkIsolationSpec) -> NetworkIsolation {
             M::None => NetworkMode::None,
         },
         path: spec.path.clone(),
-        labels: spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        hosts: spec.hosts_config.as_ref().map(|h| (h.hostname.clone(), h.address.clone())),
+        labels: spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        hosts: spec
+            .hosts_config
+            .as_ref()
+            .map(|h| (h.hostname.clone(), h.address.clone())),
     }
 }

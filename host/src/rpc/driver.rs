@@ -273,7 +273,10 @@ impl driver_server::Driver for DriverService {
     ) -> Result<Response<pb::ExecTaskResponse>, Status> {
         let request = request.into_inner();
         let timeout = convert::duration(request.timeout.as_ref());
-        let outcome = self.driver.exec_task(&request.task_id, &request.command, timeout).await?;
+        let outcome = self
+            .driver
+            .exec_task(&request.task_id, &request.command, timeout)
+            .await?;
         Ok(Response::new(pb::ExecTaskResponse {
             stdout: outcome.stdout,
             stderr: outcome.stderr,
@@ -287,7 +290,8 @@ impl driver_server::Driver for DriverService {
         &self,
         request: Request<Streaming<pb::ExecTaskStreamingRequest>>,
     ) -> Result<Response<Self::ExecTaskStreamingStream>, Status> {
-        let stream = super::exec::exec_streaming(Arc::clone(&self.driver), request.into_inner()).await?;
+        let stream =
+            super::exec::exec_streaming(Arc::clone(&self.driver), request.into_inner()).await?;
         Ok(Response::new(stream))
     }
 
@@ -299,7 +303,10 @@ impl driver_server::Driver for DriverService {
         if request.alloc_id.is_empty() {
             return Err(Status::invalid_argument("CreateNetwork needs an alloc_id"));
         }
-        let (isolation, created) = self.driver.create_network(&request.alloc_id, &request.hostname).await?;
+        let (isolation, created) = self
+            .driver
+            .create_network(&request.alloc_id, &request.hostname)
+            .await?;
         Ok(Response::new(pb::CreateNetworkResponse {
             isolation_spec: Some(convert::isolation_spec(&isolation)),
             created,
@@ -314,7 +321,9 @@ impl driver_server::Driver for DriverService {
         let spec = request
             .isolation_spec
             .ok_or_else(|| Status::invalid_argument("DestroyNetwork needs the isolation spec"))?;
-        self.driver.destroy_network(&request.alloc_id, &convert::isolation(&spec)).await?;
+        self.driver
+            .destroy_network(&request.alloc_id, &convert::isolation(&spec))
+            .await?;
         Ok(Response::new(pb::DestroyNetworkResponse {}))
     }
 }

@@ -33,10 +33,21 @@ pub async fn exec_streaming(
         .message()
         .await?
         .ok_or_else(|| Status::invalid_argument("first message should always be setup"))?;
-    let setup = first.setup.clone().ok_or_else(|| Status::invalid_argument("first message should always be setup"))?;
-    let ExecSession { id, output, input } = driver.exec_session(&setup.task_id, &setup.command, setup.tty, true).await?;
+    let setup = first
+        .setup
+        .clone()
+        .ok_or_else(|| Status::invalid_argument("first message should always be setup"))?;
+    let ExecSession { id, output, input } = driver
+        .exec_session(&setup.task_id, &setup.command, setup.tty, true)
+        .await?;
     let (sender, receiver) = mpsc::channel(32);
-    tokio::spawn(pump_input(Arc::clone(&driver), id.clone(), first, inbound, input));
+    tokio::spawn(pump_input(
+        Arc::clone(&driver),
+        id.clone(),
+        first,
+        inbound,
+        input,
+    ));
     tokio::spawn(pump_output(driver, id, output, sender));
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
@@ -66,17 +77,16 @@ async fn pump_input(
                 stdin_open = false;
             }
         }
-        message = match inbound.message().await {
-            Ok(next) => next,
-            Err(_) => None,
-        };
+        message = inbound.message().await.unwrap_or_default();
     }
 }
 
 async fn pump_output(
     driver: Arc<Driver>,
     exec_id: String,
-    mut output: std::pin::Pin<Box<dyn tokio_stream::Stream<Item = crate::docker::Result<ExecOutput>> + Send>>,
+    mut output: std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = crate::docker::Result<ExecOutput>> + Send>,
+    >,
     sender: mpsc::Sender<Result<pb::ExecTaskStreamingResponse, Status>>,
 ) {
     let mut poll = tokio::time::interval(POLL);
@@ -106,8 +116,20 @@ async fn pump_output(
         }
     }
     for close in [
-        pb::ExecTaskStreamingResponse { stdout: Some(Io { data: Vec::new(), close: true }), ..Default::default() },
-        pb::ExecTaskStreamingResponse { stderr: Some(Io { data: Vec::new(), close: true }), ..Default::default() },
+        pb::ExecTaskStreamingResponse {
+            stdout: Some(Io {
+                data: Vec::new(),
+                close: true,
+            }),
+            ..Default::default()
+        },
+        pb::ExecTaskStreamingResponse {
+            stderr: Some(Io {
+                data: Vec::new(),
+                close: true,
+            }),
+            ..Default::default()
+        },
     ] {
         if sender.send(Ok(close)).await.is_err() {
             return;
@@ -120,7 +142,11 @@ async fn pump_output(
     let last = match exit_code {
         Ok(code) => Ok(pb::ExecTaskStreamingResponse {
             exited: true,
-            result: Some(pb::ExitResult { exit_code: i32::try_from(code).unwrap_or(i32::MAX), signal: 0, oom_killed: false }),
+            result: Some(pb::ExitResult {
+                exit_code: i32::try_from(code).unwrap_or(i32::MAX),
+                signal: 0,
+                oom_killed: false,
+            }),
             ..Default::default()
         }),
         Err(err) => Err(Status::from(err)),
@@ -137,11 +163,20 @@ async fn send_chunk(
         ExecOutput::Stderr(bytes) => (bytes, false),
     };
     for frame in bytes.chunks(FRAME) {
-        let io = Some(Io { data: frame.to_vec(), close: false });
+        let io = Some(Io {
+            data: frame.to_vec(),
+            close: false,
+        });
         let response = if is_stdout {
-            pb::ExecTaskStreamingResponse { stdout: io, ..Default::default() }
+            pb::ExecTaskStreamingResponse {
+                stdout: io,
+                ..Default::default()
+            }
         } else {
-            pb::ExecTaskStreamingResponse { stderr: io, ..Default::default() }
+            pb::ExecTaskStreamingResponse {
+                stderr: io,
+                ..Default::default()
+            }
         };
         sender.send(Ok(response)).await.map_err(|_| ())?;
     }
