@@ -1,6 +1,7 @@
 //! End-to-end tests against a real Docker engine. One test binary; each
 //! area gets a module as the driver grows.
 
+mod containers;
 mod engine;
 mod harness;
 mod lifecycle;
