@@ -84,3 +84,12 @@ fn protobuf_types_stay_at_the_edge() {
         "gRPC types used outside the edge in {found:?}"
     );
 }
+
+#[test]
+fn bollard_stays_in_the_docker_module() {
+    let found = offenders(&["bollard::"], &["docker/"]);
+    assert!(
+        found.is_empty(),
+        "bollard used outside docker/ in {found:?}"
+    );
+}

@@ -102,7 +102,8 @@ impl Driver {
             }
         };
         let (ip, auto_advertise) = detect_ip(&facts.networks, config.advertise_ipv6_address);
-        let network = (!config.port_map.is_empty() || !ip.is_empty()).then(|| DriverNetwork {
+        // Always reported, as Nomad's driver does, even with no address.
+        let network = Some(DriverNetwork {
             port_map: config.port_map.clone(),
             ip,
             auto_advertise,
