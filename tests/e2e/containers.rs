@@ -116,6 +116,29 @@ async fn create_network_makes_one_pause_container_per_alloc_that_tasks_join() {
         pause_id
     );
 
+    // A relaunched plugin finds it again on its first fingerprint, so the
+    // reconciler will never mistake it for a stray.
+    let mut plugin = plugin;
+    plugin.restart().await.unwrap();
+    let mut fingerprints = plugin
+        .driver()
+        .fingerprint(pb::FingerprintRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    fingerprints.next().await.unwrap().unwrap();
+    let line = plugin
+        .wait_for_stderr(
+            "rediscovered network pause container",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        line.is_some_and(|l| l.contains(&pause_id)),
+        "{}",
+        plugin.stderr_lines().join("\n")
+    );
+
     // A task of the allocation joins the pause container's namespace.
     let mut task = TaskBuilder::new(
         "joined",

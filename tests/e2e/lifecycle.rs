@@ -509,6 +509,36 @@ async fn streaming_exec_passes_the_conformance_cases() {
     )
     .await;
     assert_eq!(String::from_utf8_lossy(&out).trim(), "100 100");
+
+    // A TTY echoes what is typed.
+    let (out, _, code) = exec_stream(
+        &plugin,
+        vec![
+            setup(&task, "read line; echo \"got $line\"", true),
+            stdin(b"typed\n", false),
+        ],
+    )
+    .await;
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("typed\r\n") && out.contains("got typed\r\n"),
+        "{out:?}"
+    );
+
+    // With a TTY only the lead process is awaited, not what it left behind.
+    let begun = std::time::Instant::now();
+    let (_, _, code) = exec_stream(
+        &plugin,
+        vec![setup(&task, "sleep 1000 & echo started", true)],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        begun.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        begun.elapsed()
+    );
     plugin
         .driver()
         .destroy_task(task.destroy_request(true))

@@ -2,7 +2,9 @@
 //! load from a tar archive, remove.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
@@ -63,6 +65,76 @@ pub enum PullError {
     Docker(#[from] DockerError),
 }
 
+/// One message of the engine's pull progress stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PullMessage {
+    /// Layer id, when the message is about a layer.
+    pub(crate) id: Option<String>,
+    /// `Downloading`, `Pull complete`, ….
+    pub(crate) status: Option<String>,
+    /// An error the engine reports mid-stream.
+    pub(crate) error: Option<String>,
+}
+
+/// A pull's progress stream.
+pub(crate) type PullStream<'a> = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = std::result::Result<PullMessage, PullError>> + Send + 'a>,
+>;
+
+/// Follows a pull's progress stream to its end: fails on a reported error,
+/// after `timeout` in all, or after `activity_timeout` without a message;
+/// `on_progress` sees the layer counts whenever a layer changes phase.
+pub(crate) async fn follow_pull(
+    mut stream: PullStream<'_>,
+    timeout: Duration,
+    activity_timeout: Duration,
+    on_progress: &mut (dyn FnMut(&PullProgress) + Send),
+) -> std::result::Result<(), PullError> {
+    let started = Instant::now();
+    let mut last_activity = Instant::now();
+    let mut layers: std::collections::BTreeMap<String, &'static str> =
+        std::collections::BTreeMap::new();
+    loop {
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let idle_left = activity_timeout.saturating_sub(last_activity.elapsed());
+        let wait = remaining.min(idle_left);
+        let message = match tokio::time::timeout(wait, stream.next()).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(message)) => message?,
+            Err(_) if remaining <= idle_left => return Err(PullError::Timeout(timeout)),
+            Err(_) => return Err(PullError::Inactive(activity_timeout)),
+        };
+        last_activity = Instant::now();
+        if let Some(error) = message.error {
+            return Err(PullError::Failed(error));
+        }
+        let (Some(id), Some(status)) = (message.id, message.status) else {
+            continue;
+        };
+        let phase = match status.as_str() {
+            "Pull complete" | "Already exists" => "done",
+            "Waiting" => "waiting",
+            s if s.starts_with("Pulling fs layer") => "waiting",
+            s if s.starts_with("Downloading")
+                || s.starts_with("Extracting")
+                || s.starts_with("Verifying")
+                || s.starts_with("Download complete") =>
+            {
+                "pulling"
+            }
+            _ => continue,
+        };
+        layers.insert(id, phase);
+        let count = |p: &str| layers.values().filter(|v| **v == p).count();
+        on_progress(&PullProgress {
+            layers: layers.len(),
+            done: count("done"),
+            waiting: count("waiting"),
+            pulling: count("pulling"),
+        });
+    }
+}
+
 impl Docker {
     /// The id of a local image, or `None` if the engine does not have it.
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>> {
@@ -95,58 +167,21 @@ impl Docker {
             serveraddress: Some(a.server_address).filter(|s| !s.is_empty()),
             ..DockerCredentials::default()
         });
-        let mut stream = self
+        let stream = self
             .api()
-            .create_image(Some(options.build()), None, credentials);
-        let started = Instant::now();
-        let mut last_activity = Instant::now();
-        let mut layers: std::collections::BTreeMap<String, &'static str> =
-            std::collections::BTreeMap::new();
-        loop {
-            let remaining = timeout.saturating_sub(started.elapsed());
-            let idle_left = activity_timeout.saturating_sub(last_activity.elapsed());
-            let wait = remaining.min(idle_left);
-            let item = match tokio::time::timeout(wait, stream.next()).await {
-                Ok(item) => item,
-                Err(_) if remaining <= idle_left => return Err(PullError::Timeout(timeout)),
-                Err(_) => return Err(PullError::Inactive(activity_timeout)),
-            };
-            let info = match item {
-                None => return Ok(()),
-                Some(Ok(info)) => info,
-                Some(Err(bollard::errors::Error::DockerStreamError { error })) => {
-                    return Err(PullError::Failed(error));
+            .create_image(Some(options.build()), None, credentials)
+            .map(|item| match item {
+                Ok(info) => Ok(PullMessage {
+                    id: info.id,
+                    status: info.status,
+                    error: info.error_detail.and_then(|d| d.message),
+                }),
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    Err(PullError::Failed(error))
                 }
-                Some(Err(err)) => return Err(PullError::Docker(err.into())),
-            };
-            last_activity = Instant::now();
-            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(PullError::Failed(detail));
-            }
-            if let (Some(id), Some(status)) = (info.id, info.status) {
-                let phase = match status.as_str() {
-                    "Pull complete" | "Already exists" => "done",
-                    "Waiting" => "waiting",
-                    s if s.starts_with("Pulling fs layer") => "waiting",
-                    s if s.starts_with("Downloading")
-                        || s.starts_with("Extracting")
-                        || s.starts_with("Verifying")
-                        || s.starts_with("Download complete") =>
-                    {
-                        "pulling"
-                    }
-                    _ => continue,
-                };
-                layers.insert(id, phase);
-                let count = |p: &str| layers.values().filter(|v| **v == p).count();
-                on_progress(&PullProgress {
-                    layers: layers.len(),
-                    done: count("done"),
-                    waiting: count("waiting"),
-                    pulling: count("pulling"),
-                });
-            }
-        }
+                Err(err) => Err(PullError::Docker(err.into())),
+            });
+        follow_pull(Box::pin(stream), timeout, activity_timeout, on_progress).await
     }
 
     /// Loads images from a `docker save` archive.
@@ -185,5 +220,102 @@ impl Docker {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(id: &str, status: &str) -> std::result::Result<PullMessage, PullError> {
+        Ok(PullMessage {
+            id: Some(id.to_owned()),
+            status: Some(status.to_owned()),
+            error: None,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_layers_and_finishes_with_the_stream() {
+        let stream = tokio_stream::iter(vec![
+            layer("a", "Pulling fs layer"),
+            layer("b", "Waiting"),
+            layer("a", "Downloading"),
+            layer("a", "Pull complete"),
+            layer("b", "Already exists"),
+        ]);
+        let mut seen = Vec::new();
+        let minute = Duration::from_secs(60);
+        let result = follow_pull(Box::pin(stream), minute, minute, &mut |p| {
+            seen.push(p.clone())
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(
+            seen.last(),
+            Some(&PullProgress {
+                layers: 2,
+                done: 2,
+                waiting: 0,
+                pulling: 0
+            })
+        );
+        assert_eq!(
+            seen[2],
+            PullProgress {
+                layers: 2,
+                done: 0,
+                waiting: 1,
+                pulling: 1
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_engine_is_abandoned_after_the_activity_timeout() {
+        let stream =
+            tokio_stream::iter(vec![layer("a", "Downloading")]).chain(tokio_stream::pending());
+        let begun = Instant::now();
+        let result = follow_pull(
+            Box::pin(stream),
+            Duration::from_secs(300),
+            Duration::from_secs(120),
+            &mut |_| {},
+        )
+        .await;
+        assert!(
+            matches!(result, Err(PullError::Inactive(d)) if d == Duration::from_secs(120)),
+            "{result:?}"
+        );
+        assert_eq!(begun.elapsed(), Duration::from_secs(120));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_pull_is_abandoned_after_the_overall_timeout() {
+        // A message every 50 s keeps it active, but 130 s is the limit.
+        let stream = tokio_stream::iter((0..10).map(|i| layer("a", &format!("Downloading {i}"))))
+            .throttle(Duration::from_secs(50));
+        let result = follow_pull(
+            Box::pin(stream),
+            Duration::from_secs(130),
+            Duration::from_secs(120),
+            &mut |_| {},
+        )
+        .await;
+        assert!(matches!(result, Err(PullError::Timeout(_))), "{result:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_in_the_stream_fails_the_pull() {
+        let stream = tokio_stream::iter(vec![Ok(PullMessage {
+            error: Some("manifest for x not found".to_owned()),
+            ..PullMessage::default()
+        })]);
+        let minute = Duration::from_secs(60);
+        let result = follow_pull(Box::pin(stream), minute, minute, &mut |_| {}).await;
+        assert!(
+            matches!(&result, Err(PullError::Failed(m)) if m.contains("not found")),
+            "{result:?}"
+        );
     }
 }

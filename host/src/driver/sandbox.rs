@@ -209,6 +209,7 @@ impl Driver {
                         .iter()
                         .any(|n| n.trim_start_matches('/').starts_with(PAUSE_PREFIX))
                     {
+                        tracing::info!(container_id = %container.id, "rediscovered network pause container");
                         self.pauses.track(&container.id);
                     }
                 }
