@@ -4,4 +4,5 @@
 mod containers;
 mod engine;
 mod harness;
+mod images;
 mod lifecycle;
