@@ -1,6 +1,8 @@
 //! Image bookkeeping (Nomad's image "coordinator"): one pull in flight per
-//! image reference, and reference counts per image id so an image no task
-//! uses is removed after `gc.image_delay` — unless a task takes it again.
+//! image reference whose result every concurrent start shares, and
+//! reference counts per image id so an image no task uses is removed after
+//! `gc.image_delay` — unless a task takes it again. A removal and a task
+//! taking the image never interleave: both hold the image's lock.
 //!
 //! Unlike Nomad, counts are rebuilt by RecoverTask, so images of tasks
 //! that outlived a plugin restart are still removed when they end.
@@ -9,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Driver;
@@ -24,21 +27,95 @@ struct Entry {
     pending_delete: Option<CancellationToken>,
 }
 
-/// Pull locks and image reference counts.
+/// How a pull ended: `Err((message, recoverable))`.
+pub type PullOutcome = Result<(), (String, bool)>;
+
+/// Pulls in flight, image locks and reference counts.
 #[derive(Debug, Default)]
 pub struct Images {
     refs: Mutex<HashMap<String, Entry>>,
-    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pulls: Mutex<HashMap<String, watch::Sender<Option<PullOutcome>>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A caller's part in a pull of one reference.
+#[derive(Debug)]
+pub enum PullTicket {
+    /// This caller pulls and must report the outcome.
+    Leader(PullLeader),
+    /// Another caller is pulling; wait for its outcome.
+    Follower(watch::Receiver<Option<PullOutcome>>),
+}
+
+/// The caller doing a pull. Reports the outcome to every follower; if it
+/// is dropped without one (its request was cancelled), followers are told.
+#[derive(Debug)]
+pub struct PullLeader {
+    images: Arc<Images>,
+    reference: String,
+    outcome: watch::Sender<Option<PullOutcome>>,
+    finished: bool,
+}
+
+impl PullLeader {
+    /// Publishes the outcome and ends the pull.
+    pub fn finish(mut self, outcome: PullOutcome) {
+        self.publish(outcome);
+    }
+
+    fn publish(&mut self, outcome: PullOutcome) {
+        self.finished = true;
+        self.outcome.send_replace(Some(outcome));
+        self.images
+            .pulls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.reference);
+    }
+}
+
+impl Drop for PullLeader {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.publish(Err((
+                "the task that was pulling the image gave up".to_owned(),
+                true,
+            )));
+        }
+    }
+}
+
+/// Waits for another caller's pull.
+pub async fn follow(mut receiver: watch::Receiver<Option<PullOutcome>>) -> PullOutcome {
+    match receiver.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
+        Err(_) => Err(("the pull ended without an outcome".to_owned(), true)),
+    }
 }
 
 impl Images {
-    /// The lock that serialises pulls of `reference`: the first caller
-    /// pulls, the others find the image present when they get the lock.
-    pub fn pull_lock(&self, reference: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// Joins the pull of `reference` in flight, or starts one.
+    pub fn join_pull(self: &Arc<Self>, reference: &str) -> PullTicket {
         let mut pulls = self.pulls.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(outcome) = pulls.get(reference) {
+            return PullTicket::Follower(outcome.subscribe());
+        }
+        let outcome = watch::channel(None).0;
+        pulls.insert(reference.to_owned(), outcome.clone());
+        PullTicket::Leader(PullLeader {
+            images: Arc::clone(self),
+            reference: reference.to_owned(),
+            outcome,
+            finished: false,
+        })
+    }
+
+    /// The lock a removal of `image_id` and a task taking it both hold.
+    pub fn image_lock(&self, image_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         // Drop locks nobody holds any more so the map does not grow forever.
-        pulls.retain(|_, lock| Arc::strong_count(lock) > 1);
-        Arc::clone(pulls.entry(reference.to_owned()).or_default())
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(locks.entry(image_id.to_owned()).or_default())
     }
 
     /// `user` (a task id) uses `image_id`; cancels a scheduled removal.
@@ -117,6 +194,10 @@ impl Driver {
                 () = tokio::time::sleep(delay) => {}
                 () = token.cancelled() => return,
             }
+            // Held until the removal is done: a starting task that wants
+            // this image waits, then finds it gone and pulls it again.
+            let lock = images.image_lock(&image_id);
+            let _removing = lock.lock().await;
             if !images.forget(&image_id, &token) {
                 return;
             }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::Driver;
 use super::error::{DriverError, Result};
 use super::handle::TaskHandle;
+use super::images::{self, PullTicket};
 use super::network::{DriverNetwork, detect_ip};
 use super::task::TaskRequest;
 use crate::config::ConfigError;
@@ -52,7 +53,32 @@ impl Driver {
             .await
             .map_err(|e| DriverError::docker("failed to get docker info", &e))?;
 
+        // The image is referenced from here on, so a scheduled removal
+        // cannot take it away while the container is being made.
         let image_id = self.ensure_image(&docker, &task, &config).await?;
+        match self
+            .make_container(&docker, &task, &config, &configured, &facts, &image_id)
+            .await
+        {
+            Ok(started) => Ok(started),
+            Err(err) => {
+                self.release_image(&image_id, &task.id).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Builds, creates and starts the container, then tracks the task.
+    async fn make_container(
+        &self,
+        docker: &Docker,
+        task: &TaskRequest,
+        config: &TaskConfig,
+        configured: &super::Configured,
+        facts: &crate::docker::engine::EngineFacts,
+        image_id: &str,
+    ) -> Result<Started> {
+        let docker = docker.clone();
         let compute = configured
             .agent
             .as_ref()
@@ -61,13 +87,13 @@ impl Driver {
         let host_cpus =
             std::thread::available_parallelism().map_or(1, |n| i64::try_from(n.get()).unwrap_or(1));
         let inputs = SpecInputs {
-            task: &task,
-            config: &config,
+            task,
+            config,
             plugin: &configured.plugin,
-            engine: &facts,
+            engine: facts,
             compute,
             host_cpus,
-            image: &image_id,
+            image: image_id,
         };
         let spec = spec::container_spec(&inputs, &RealHostFiles).map_err(|e| {
             DriverError::InvalidConfig(ConfigError::new(
@@ -110,9 +136,9 @@ impl Driver {
         });
 
         let handle = Arc::new(TaskHandle::new(
-            task,
+            task.clone(),
             container_id,
-            image_id,
+            image_id.to_owned(),
             network,
             SystemTime::now(),
         ));
@@ -120,7 +146,6 @@ impl Driver {
         if !inserted {
             return Err(DriverError::AlreadyStarted(handle.task.id.clone()));
         }
-        self.images.acquire(&handle.image_id, &handle.task.id);
         self.spawn_exit_watcher(docker, Arc::clone(&handle));
         tracing::info!(task_id = %handle.task.id, container_id = %handle.container_id, "task started");
         Ok(Started { handle })
@@ -138,36 +163,106 @@ impl Driver {
         let image = reference::parse(&config.image)
             .map_err(|message| DriverError::InvalidConfig(ConfigError::new("image", message)))?;
         let full = image.full();
-        let lock = self.images.pull_lock(&full);
-        let _pulling = lock.lock().await;
-        let local = || async {
-            docker
-                .image_id(&full)
-                .await
-                .map_err(|e| DriverError::docker("failed to inspect image", &e))
-        };
-        if !config.force_pull
-            && !image.is_latest()
-            && let Some(id) = local().await?
-        {
-            return Ok(id);
-        }
-        if !config.load.is_empty() {
-            let archive = task.task_dir().join("local").join(&config.load);
-            docker.load_image(&archive).await.map_err(|e| {
-                DriverError::recoverable(format!("failed to load image {}: {e}", archive.display()))
+        let mut pull = config.force_pull || image.is_latest();
+        // Twice at most: a removal of an unused image may win the race
+        // between our lookup and our reference, and then we pull it back.
+        for _ in 0..2 {
+            if !pull
+                && let Some(id) = self.local_image(docker, &full).await?
+                && self.take_image(docker, &full, &id, &task.id).await?
+            {
+                return Ok(id);
+            }
+            if !config.load.is_empty() {
+                let archive = task.task_dir().join("local").join(&config.load);
+                docker.load_image(&archive).await.map_err(|e| {
+                    DriverError::recoverable(format!(
+                        "failed to load image {}: {e}",
+                        archive.display()
+                    ))
+                })?;
+            } else {
+                self.pull_shared(docker, task, config, &image).await?;
+            }
+            let id = self.local_image(docker, &full).await?.ok_or_else(|| {
+                if config.load.is_empty() {
+                    DriverError::recoverable(format!("image {full} missing after pull"))
+                } else {
+                    DriverError::unrecoverable(format!(
+                        "image {full} is not in the loaded archive {}",
+                        config.load
+                    ))
+                }
             })?;
-            return local().await?.ok_or_else(|| {
-                DriverError::unrecoverable(format!(
-                    "image {full} is not in the loaded archive {}",
-                    config.load
-                ))
-            });
+            if self.take_image(docker, &full, &id, &task.id).await? {
+                return Ok(id);
+            }
+            pull = false;
         }
-        self.pull(docker, task, config, &image).await?;
-        local()
-            .await?
-            .ok_or_else(|| DriverError::recoverable(format!("image {full} missing after pull")))
+        Err(DriverError::recoverable(format!(
+            "image {full} keeps disappearing while the task starts"
+        )))
+    }
+
+    async fn local_image(&self, docker: &Docker, full: &str) -> Result<Option<String>> {
+        docker
+            .image_id(full)
+            .await
+            .map_err(|e| DriverError::docker("failed to inspect image", &e))
+    }
+
+    /// Takes a reference on `id` for `task_id` (cancelling a scheduled
+    /// removal), waiting out a removal in progress; false if the image is
+    /// gone by then.
+    async fn take_image(
+        &self,
+        docker: &Docker,
+        full: &str,
+        id: &str,
+        task_id: &str,
+    ) -> Result<bool> {
+        let lock = self.images.image_lock(id);
+        let _guard = lock.lock().await;
+        if self.local_image(docker, full).await?.as_deref() != Some(id) {
+            return Ok(false);
+        }
+        self.images.acquire(id, task_id);
+        Ok(true)
+    }
+
+    /// Pulls `image`, or waits for the pull of it already in flight and
+    /// shares its outcome.
+    async fn pull_shared(
+        &self,
+        docker: &Docker,
+        task: &TaskRequest,
+        config: &TaskConfig,
+        image: &reference::ImageRef,
+    ) -> Result<()> {
+        let full = image.full();
+        self.events
+            .emit(task, "Downloading image", &[("image", &full)]);
+        let outcome = match self.images.join_pull(&full) {
+            PullTicket::Follower(receiver) => images::follow(receiver).await,
+            PullTicket::Leader(leader) => {
+                let outcome =
+                    self.pull(docker, task, config, image)
+                        .await
+                        .map_err(|err| match err {
+                            DriverError::Recoverable {
+                                message,
+                                recoverable,
+                            } => (message, recoverable),
+                            other => (other.to_string(), false),
+                        });
+                leader.finish(outcome.clone());
+                outcome
+            }
+        };
+        outcome.map_err(|(message, recoverable)| DriverError::Recoverable {
+            message,
+            recoverable,
+        })
     }
 
     async fn pull(
@@ -179,8 +274,6 @@ impl Driver {
     ) -> Result<()> {
         let configured = self.require_config()?;
         let full = image.full();
-        self.events
-            .emit(task, "Downloading image", &[("image", &full)]);
         let auth = registry_auth(config, &configured.plugin, &image.repository).await?;
         let timeout = config
             .image_pull_timeout_or(configured.plugin.image_pull_timeout)
@@ -218,10 +311,10 @@ impl Driver {
                     tracing::warn!(image = %full, "image pull aborted due to inactivity");
                 }
                 let message = format!("Failed to pull `{full}`: {err}");
-                let not_found = message.contains("not found") && message.contains("image");
+                let recoverable = !image_not_found(&message);
                 Err(DriverError::Recoverable {
                     message,
-                    recoverable: !not_found,
+                    recoverable,
                 })
             }
         }
@@ -300,6 +393,15 @@ impl Driver {
     }
 }
 
+/// Nomad's test for a pull error retrying cannot fix: the engine said
+/// `Error: image <name> not found`.
+fn image_not_found(message: &str) -> bool {
+    message.find("Error: image ").is_some_and(|at| {
+        let rest = &message[at + "Error: image ".len()..];
+        rest.find(" not found").is_some_and(|end| end > 0)
+    })
+}
+
 /// Registry credentials for a pull: the task's `auth` block, else the
 /// plugin's docker config file, else its credential helper. A lookup that
 /// fails fails the start, unless the task set `auth_soft_fail`.
@@ -360,4 +462,23 @@ async fn write_files(spec: &ContainerSpec) -> Result<()> {
             .map_err(|e| DriverError::Failed(format!("failed to write {}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nomads_image_not_found_error_is_final() {
+        assert!(image_not_found(
+            "Failed to pull `x`: Error: image library/x:1 not found"
+        ));
+        assert!(!image_not_found(
+            "Failed to pull `r/myimage:missing`: manifest for r/myimage:missing not found"
+        ));
+        assert!(!image_not_found(
+            "Failed to pull `x`: Error: image  not found"
+        ));
+        assert!(!image_not_found("connection refused"));
+    }
 }
