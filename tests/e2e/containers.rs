@@ -10,9 +10,10 @@ use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
+use wasmdock_e2e::calls::{plugin, start};
 use wasmdock_e2e::docker::{self, docker};
 use wasmdock_e2e::images::{self, BUSYBOX_1};
-use wasmdock_e2e::{Alloc, PluginUnderTest, Task, TaskBuilder};
+use wasmdock_e2e::{Alloc, PluginUnderTest, TaskBuilder};
 use wasmdock_host::rpc::proto::drivers::{
     self as pb, CreateNetworkRequest, DestroyNetworkRequest, fingerprint_response::HealthState,
 };
@@ -27,27 +28,6 @@ fn sleeper_image() -> String {
     )
     .expect("sleeper image");
     reference.to_owned()
-}
-
-async fn plugin(config: serde_json::Value) -> PluginUnderTest {
-    images::busybox();
-    PluginUnderTest::start(config, "wasmdock")
-        .await
-        .expect("plugin starts")
-}
-
-async fn start(plugin: &PluginUnderTest, task: &Task) -> pb::StartTaskResponse {
-    plugin
-        .driver()
-        .start_task(task.start_request())
-        .await
-        .unwrap_or_else(|status| {
-            panic!(
-                "StartTask failed: {status:?}\n{}",
-                plugin.stderr_lines().join("\n")
-            )
-        })
-        .into_inner()
 }
 
 #[tokio::test]

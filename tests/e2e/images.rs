@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Status};
+use wasmdock_e2e::calls::{destroy, exit_code, plugin, start, start_err, task};
 use wasmdock_e2e::docker::{self, docker, image_id};
 use wasmdock_e2e::ids::random_hex;
 use wasmdock_e2e::images::{self, BUSYBOX_1, BUSYBOX_2, Recipe, TEST_REPOSITORY, TestImage};
 use wasmdock_e2e::registry::{BlackHoleRegistry, Registry};
-use wasmdock_e2e::{Cleanup, PluginUnderTest, Task, TaskBuilder, run_id};
-use wasmdock_host::rpc::proto::drivers::{self as pb, TaskEventsRequest};
+use wasmdock_e2e::{Cleanup, PluginUnderTest, Task, run_id};
+use wasmdock_host::rpc::proto::drivers::TaskEventsRequest;
 use wasmdock_host::rpc::status::recoverable_flag;
 
 /// The user and password of the registries that require credentials.
@@ -25,63 +26,10 @@ const USER: &str = "wasmdock";
 const PASSWORD: &str = "s3cret-Pa55";
 const WRONG_PASSWORD: &str = "not-the-Pa55word";
 
-async fn plugin(config: serde_json::Value) -> PluginUnderTest {
-    images::busybox();
-    PluginUnderTest::start(config, "wasmdock")
-        .await
-        .expect("plugin starts")
-}
-
 /// Plugin config that never removes images: for tests whose tasks run
 /// images other tests share.
 fn no_image_gc() -> serde_json::Value {
     json!({ "gc": { "image": false } })
-}
-
-fn task(name: &str, config: serde_json::Value) -> Task {
-    TaskBuilder::new(name, config).build().expect("task dir")
-}
-
-async fn start(plugin: &PluginUnderTest, task: &Task) -> pb::StartTaskResponse {
-    plugin
-        .driver()
-        .start_task(task.start_request())
-        .await
-        .unwrap_or_else(|status| {
-            panic!(
-                "StartTask failed: {status:?}\n{}",
-                plugin.stderr_lines().join("\n")
-            )
-        })
-        .into_inner()
-}
-
-async fn start_err(plugin: &PluginUnderTest, task: &Task) -> Status {
-    match plugin.driver().start_task(task.start_request()).await {
-        Ok(_) => panic!("StartTask of {} should have failed", task.name()),
-        Err(status) => status,
-    }
-}
-
-async fn wait(plugin: &PluginUnderTest, task: &Task) -> pb::WaitTaskResponse {
-    plugin
-        .driver()
-        .wait_task(task.wait_request())
-        .await
-        .expect("WaitTask")
-        .into_inner()
-}
-
-async fn exit_code(plugin: &PluginUnderTest, task: &Task) -> i32 {
-    wait(plugin, task).await.result.expect("a result").exit_code
-}
-
-async fn destroy(plugin: &PluginUnderTest, task: &Task, force: bool) {
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(force))
-        .await
-        .unwrap_or_else(|status| panic!("DestroyTask of {}: {status:?}", task.name()));
 }
 
 /// The id of the image the task's container runs.

@@ -6,50 +6,17 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
+use wasmdock_e2e::calls::{plugin, start, task, wait};
 use wasmdock_e2e::docker::{self, docker};
-use wasmdock_e2e::images::{self, BUSYBOX_1};
+use wasmdock_e2e::images::BUSYBOX_1;
 use wasmdock_e2e::registry::{BlackHoleRegistry, Registry};
-use wasmdock_e2e::{PluginUnderTest, Task, TaskBuilder};
+use wasmdock_e2e::{PluginUnderTest, Task};
 use wasmdock_host::rpc::proto::drivers::{
     self as pb, ExecTaskRequest, ExecTaskStreamingIoOperation, ExecTaskStreamingRequest,
     TaskEventsRequest,
     exec_task_streaming_request::{Setup, TerminalSize},
 };
 use wasmdock_host::rpc::status::recoverable_flag;
-
-async fn plugin(config: serde_json::Value) -> PluginUnderTest {
-    images::busybox();
-    PluginUnderTest::start(config, "wasmdock")
-        .await
-        .expect("plugin starts")
-}
-
-fn task(name: &str, config: serde_json::Value) -> Task {
-    TaskBuilder::new(name, config).build().expect("task dir")
-}
-
-async fn start(plugin: &PluginUnderTest, task: &Task) -> pb::StartTaskResponse {
-    plugin
-        .driver()
-        .start_task(task.start_request())
-        .await
-        .unwrap_or_else(|status| {
-            panic!(
-                "StartTask failed: {status:?}\n{}",
-                plugin.stderr_lines().join("\n")
-            )
-        })
-        .into_inner()
-}
-
-async fn wait(plugin: &PluginUnderTest, task: &Task) -> pb::WaitTaskResponse {
-    plugin
-        .driver()
-        .wait_task(task.wait_request())
-        .await
-        .expect("WaitTask")
-        .into_inner()
-}
 
 #[tokio::test]
 async fn a_finished_task_reports_success_and_destroy_removes_its_container() {

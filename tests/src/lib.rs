@@ -9,10 +9,12 @@
 //! * [`plugin`] — the plugin binary built, launched like Nomad does, and
 //!   configured: [`plugin::PluginUnderTest`];
 //! * [`task`] — the `TaskConfig` Nomad would send, with a real alloc dir;
-//! * [`cleanup`] — a guard that removes what a test created.
+//! * [`cleanup`] — a guard that removes what a test created;
+//! * [`calls`] — the driver calls tests make most (start, wait, destroy).
 //!
 //! Everything a test creates carries the process's [`run_id`].
 
+pub mod calls;
 pub mod cleanup;
 pub mod docker;
 pub mod ids;
