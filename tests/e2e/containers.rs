@@ -167,7 +167,17 @@ async fn group_ports_are_published_for_tcp_and_udp() {
     .port("http", 28_080, 8080)
     .build()
     .unwrap();
-    start(&plugin, &task).await;
+    let started = start(&plugin, &task).await;
+    // The network override carries the container's bridge address.
+    let network = started.network_override.expect("a network override");
+    assert!(
+        network.addr.parse::<std::net::Ipv4Addr>().is_ok(),
+        "{network:?}"
+    );
+    assert!(
+        !network.auto_advertise,
+        "bridge addresses are not advertised by default"
+    );
     let container = docker::container_inspect(&task.container_name())
         .unwrap()
         .unwrap();

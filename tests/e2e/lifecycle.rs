@@ -621,7 +621,12 @@ async fn tasks_are_recovered_after_the_plugin_is_killed() {
 
 #[tokio::test]
 async fn fingerprint_reports_a_healthy_engine_with_its_attributes() {
-    let plugin = plugin(json!({ "allow_privileged": true })).await;
+    let plugin = plugin(json!({
+        "allow_privileged": true,
+        "volumes": { "enabled": true },
+        "pids_limit": 100
+    }))
+    .await;
     let mut stream = plugin
         .driver()
         .fingerprint(pb::FingerprintRequest {})
@@ -657,4 +662,24 @@ async fn fingerprint_reports_a_healthy_engine_with_its_attributes() {
     sorted.sort_unstable();
     assert_eq!(runtimes.split(',').collect::<Vec<_>>(), sorted, "sorted");
     assert!(runtimes.split(',').any(|r| r == "runc"), "{runtimes}");
+    assert_eq!(
+        attr("driver.wasmdock.volumes.enabled"),
+        Some(Value::BoolVal(true))
+    );
+    assert_eq!(attr("driver.wasmdock.pids.limit"), Some(Value::IntVal(100)));
+    // `bridge_ip` is the default bridge's IPAM gateway, when the engine
+    // reports one (engines that leave it implicit get no attribute, as with
+    // Nomad's driver).
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ])
+    .unwrap()
+    .trim()
+    .to_owned();
+    let expected = (!gateway.is_empty()).then(|| Value::StringVal(gateway));
+    assert_eq!(attr("driver.wasmdock.bridge_ip"), expected);
 }
