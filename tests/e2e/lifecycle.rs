@@ -680,6 +680,6 @@ async fn fingerprint_reports_a_healthy_engine_with_its_attributes() {
     .unwrap()
     .trim()
     .to_owned();
-    let expected = (!gateway.is_empty()).then(|| Value::StringVal(gateway));
+    let expected = (!gateway.is_empty()).then_some(Value::StringVal(gateway));
     assert_eq!(attr("driver.wasmdock.bridge_ip"), expected);
 }
