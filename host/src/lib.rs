@@ -9,7 +9,9 @@
 //!   protobuf types, translating calls into the driver core;
 //! * [`config`] — strict decoding of the configs Nomad sends (cty msgpack
 //!   against the hclspec schemas we publish);
-//! * [`driver`] — Nomad's driver semantics, free of gRPC and engine types.
+//! * [`driver`] — Nomad's driver semantics, free of gRPC and engine types;
+//! * [`docker`] — the engine adapter, the only place that knows bollard;
+//! * [`logs`] — container output forwarded into Nomad's log FIFOs.
 //!
 //! Around them: [`cli`] (entry point), [`telemetry`] (hclog JSON on stderr),
 //! [`lifecycle`] (signals and shutdown) and [`dev`] (a minimal Nomad client
@@ -21,6 +23,7 @@ pub mod dev;
 pub mod docker;
 pub mod driver;
 pub mod lifecycle;
+pub mod logs;
 pub mod plugin;
 pub mod rpc;
 pub mod telemetry;

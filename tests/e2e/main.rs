@@ -6,3 +6,4 @@ mod engine;
 mod harness;
 mod images;
 mod lifecycle;
+mod logs;

@@ -10,6 +10,7 @@ pub mod container;
 pub mod engine;
 pub mod exec;
 pub mod image;
+pub mod logs;
 pub mod reference;
 pub mod spec;
 

@@ -40,6 +40,22 @@ impl Driver {
             state.network,
             started_at,
         ));
+        // Forward what the container writes from now on: the lines written
+        // while no plugin ran are not re-sent (Nomad re-sends everything).
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Err(err) =
+            self.start_log_forwarding(&docker, &handle, i64::try_from(now).unwrap_or(0))
+        {
+            // As Nomad does: a task whose logs cannot be forwarded is stopped,
+            // and the client starts it again.
+            let _ = docker
+                .stop_container(&handle.container_id, std::time::Duration::ZERO)
+                .await;
+            return Err(err);
+        }
         let (handle, inserted) = self.tasks.insert(handle);
         if inserted {
             // Image reference counts are rebuilt from recovered tasks, so a

@@ -16,6 +16,7 @@ use crate::config::task::TaskConfig;
 use crate::docker::image::{PullError, PullProgress, RegistryAuth};
 use crate::docker::spec::{self, ContainerSpec, HOSTS_FILE, RealHostFiles, SpecInputs};
 use crate::docker::{Docker, DockerError, auth, reference};
+use crate::logs;
 
 /// How often a long pull reports its progress as a task event.
 const PULL_PROGRESS_EVERY: Duration = Duration::from_secs(120);
@@ -142,6 +143,11 @@ impl Driver {
             network,
             SystemTime::now(),
         ));
+        // A fresh container: forward its output from the beginning.
+        if let Err(err) = self.start_log_forwarding(&docker, &handle, 0) {
+            let _ = docker.remove_container(&handle.container_id, true).await;
+            return Err(err);
+        }
         let (handle, inserted) = self.tasks.insert(handle);
         if !inserted {
             return Err(DriverError::AlreadyStarted(handle.task.id.clone()));
@@ -390,6 +396,41 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+impl Driver {
+    /// Starts forwarding the task's output into its log FIFOs from `since`
+    /// (Unix seconds), unless log collection is off for the plugin or the
+    /// task; then nothing is started and no logs call is made.
+    pub(crate) fn start_log_forwarding(
+        &self,
+        docker: &Docker,
+        handle: &Arc<TaskHandle>,
+        since: i64,
+    ) -> Result<()> {
+        let task = &handle.task;
+        if self.require_config()?.plugin.disable_log_collection {
+            tracing::debug!(task_id = %task.id, "log forwarding off: disable_log_collection is set");
+            return Ok(());
+        }
+        if task.logs_disabled() {
+            tracing::debug!(task_id = %task.id, "log forwarding off: the task disabled its logs");
+            return Ok(());
+        }
+        let writers = logs::open_writers(&task.alloc_dir, &task.stdout_path, &task.stderr_path)
+            .map_err(|e| {
+                DriverError::unrecoverable(format!("failed to set up log forwarding: {e}"))
+            })?;
+        tokio::spawn(logs::forward::forward(
+            docker.clone(),
+            handle.container_id.clone(),
+            task.id.clone(),
+            writers,
+            since,
+            handle.workers().clone(),
+        ));
+        Ok(())
     }
 }
 
