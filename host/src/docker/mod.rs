@@ -127,13 +127,30 @@ impl Docker {
     /// when it is empty. No request is made here.
     pub fn connect(config: &PluginConfig) -> Result<Self> {
         let endpoint = config.endpoint.trim();
+        let tls = &config.tls;
         let client = if endpoint.is_empty() {
             bollard::Docker::connect_with_defaults()
-        } else if !config.tls.cert.is_empty() || !config.tls.key.is_empty() || !config.tls.ca.is_empty() {
-            return Err(DockerError::Setup(
-                "TLS client certificates (the tls block) are not supported yet; use a unix socket or plain tcp endpoint"
-                    .to_owned(),
-            ));
+        } else if !tls.cert.is_empty() || !tls.key.is_empty() || !tls.ca.is_empty() {
+            // Nomad uses the tls block only together with an endpoint.
+            for (key, path) in [
+                ("tls.cert", &tls.cert),
+                ("tls.key", &tls.key),
+                ("tls.ca", &tls.ca),
+            ] {
+                if path.is_empty() {
+                    return Err(DockerError::Setup(format!(
+                        "{key} must be set when any TLS file is"
+                    )));
+                }
+            }
+            bollard::Docker::connect_with_ssl(
+                endpoint,
+                std::path::Path::new(&tls.key),
+                std::path::Path::new(&tls.cert),
+                std::path::Path::new(&tls.ca),
+                CALL_TIMEOUT.as_secs(),
+                bollard::API_DEFAULT_VERSION,
+            )
         } else {
             bollard::Docker::connect_with_host(endpoint)
         }
@@ -153,5 +170,39 @@ impl Docker {
     /// The bollard client, for the submodules.
     pub(crate) fn api(&self) -> &bollard::Docker {
         &self.client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_needs_all_three_files_and_readable_ones() {
+        let mut config = PluginConfig {
+            endpoint: "tcp://127.0.0.1:2376".to_owned(),
+            ..PluginConfig::default()
+        };
+        config.tls.cert = "/nonexistent/cert.pem".to_owned();
+        let err = Docker::connect(&config).unwrap_err().to_string();
+        assert!(err.contains("tls.key must be set"), "{err}");
+        config.tls.key = "/nonexistent/key.pem".to_owned();
+        config.tls.ca = "/nonexistent/ca.pem".to_owned();
+        let err = Docker::connect(&config).unwrap_err().to_string();
+        assert!(err.contains("cannot set up the Docker client"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_are_checked_without_a_request() {
+        let connect = |endpoint: &str| {
+            Docker::connect(&PluginConfig {
+                endpoint: endpoint.to_owned(),
+                ..PluginConfig::default()
+            })
+        };
+        assert!(connect("tcp://127.0.0.1:1").is_ok(), "tcp connects lazily");
+        // A unix socket must exist; a fingerprint then reports the engine undetected.
+        assert!(connect("unix:///nonexistent.sock").is_err());
+        assert!(connect("ftp://x").is_err());
     }
 }
