@@ -207,27 +207,7 @@ pub fn task_request(config: &dpb::TaskConfig) -> TaskRequest {
         alloc_dir: config.alloc_dir.clone().into(),
         stdout_path: config.stdout_path.clone().into(),
         stderr_path: config.stderr_path.clone().into(),
-        network_isolation: config.network_isolation_spec.as_ref().map(|spec| {
-            use dpb::network_isolation_spec::NetworkIsolationMode as M;
-            NetworkIsolation {
-                mode: match spec.mode() {
-                    M::Host => NetworkMode::Host,
-                    M::Group => NetworkMode::Group,
-                    M::Task => NetworkMode::Task,
-                    M::None => NetworkMode::None,
-                },
-                path: spec.path.clone(),
-                labels: spec
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                hosts: spec
-                    .hosts_config
-                    .as_ref()
-                    .map(|h| (h.hostname.clone(), h.address.clone())),
-            }
-        }),
+        network_isolation: config.network_isolation_spec.as_ref().map(isolation),
         dns: config.dns.as_ref().map(|d| DnsConfig {
             servers: d.servers.clone(),
             searches: d.searches.clone(),
