@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
-use wasmdock_e2e::calls::{plugin, start};
+use wasmdock_e2e::calls::{destroy, first_fingerprint, plugin, start};
 use wasmdock_e2e::docker::{self, docker};
 use wasmdock_e2e::images::{self, BUSYBOX_1};
 use wasmdock_e2e::{Alloc, PluginUnderTest, TaskBuilder};
@@ -136,11 +136,7 @@ async fn create_network_makes_one_pause_container_per_alloc_that_tasks_join() {
         container["HostConfig"]["NetworkMode"],
         format!("container:{pause_id}")
     );
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 
     plugin
         .driver()
@@ -189,11 +185,7 @@ async fn group_ports_are_published_for_tcp_and_udp() {
             "{bindings}"
         );
     }
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -231,11 +223,7 @@ async fn a_running_container_with_the_tasks_name_is_adopted() {
         "adopted, not recreated"
     );
     assert!(started.handle.is_some());
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -270,11 +258,7 @@ async fn a_stopped_container_with_the_tasks_name_is_replaced() {
         old.trim()
     );
     assert_eq!(inspect.task.unwrap().state(), pb::TaskState::Running);
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -297,11 +281,7 @@ async fn an_oom_killed_task_is_reported_as_such() {
     let exit = result.result.unwrap();
     assert!(exit.oom_killed, "{exit:?} {}", result.err);
     assert_eq!(result.err, "OOM Killed");
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 /// A unix-socket proxy to the engine that can be cut and restored.
@@ -352,17 +332,7 @@ impl EngineProxy {
 
 async fn health(plugin: &PluginUnderTest) -> (HealthState, String) {
     // Every new stream answers at once; the driver keeps its history.
-    let mut stream = plugin
-        .driver()
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(20), stream.next())
-        .await
-        .expect("answers at once")
-        .unwrap()
-        .unwrap();
+    let first = first_fingerprint(plugin).await;
     (first.health(), first.health_description)
 }
 

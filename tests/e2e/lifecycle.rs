@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
-use wasmdock_e2e::calls::{plugin, start, task, wait};
+use wasmdock_e2e::calls::{destroy, first_fingerprint, plugin, start, task, wait};
 use wasmdock_e2e::docker::{self, docker};
 use wasmdock_e2e::images::BUSYBOX_1;
 use wasmdock_e2e::registry::{BlackHoleRegistry, Registry};
@@ -115,11 +115,7 @@ async fn a_long_running_task_waits_and_stop_with_a_signal_kills_after_the_timeou
     // A second wait after the exit returns at once with the same result.
     let again = wait(&plugin, &task).await;
     assert_eq!(again.result.unwrap().exit_code, codes[0]);
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -205,11 +201,7 @@ async fn starting_the_same_task_twice_is_an_error() {
         .await
         .expect_err("second start");
     assert!(status.message().contains("already started"), "{status:?}");
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -237,11 +229,7 @@ async fn labels_include_the_alloc_id_and_the_extra_labels_asked_for() {
         .collect();
     assert_eq!(nomad.len(), 4, "{nomad:?}");
     assert_eq!(labels["com.hashicorp.nomad.task_name"], task.name());
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -255,11 +243,7 @@ async fn the_task_sees_the_shared_alloc_dir() {
     assert_eq!(wait(&plugin, &task).await.result.unwrap().exit_code, 0);
     let written = std::fs::read_to_string(task.alloc().shared_dir().join("output.txt")).unwrap();
     assert_eq!(written, "written\n");
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -276,11 +260,7 @@ async fn a_non_zero_exit_is_reported_with_its_code() {
         result.err,
         "Docker container exited with non-zero exit code: 3"
     );
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -308,11 +288,7 @@ async fn signal_task_delivers_the_signal() {
         .await
         .expect("SignalTask");
     assert_eq!(wait(&plugin, &task).await.result.unwrap().exit_code, 7);
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -354,11 +330,7 @@ async fn exec_task_returns_output_tails_and_the_exit_code() {
         .into_inner();
     assert_eq!(big.stdout.len(), 4096);
     assert!(String::from_utf8_lossy(&big.stdout).ends_with("4999\n5000\n"));
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 /// Runs one streaming exec: sends the messages, collects stdout, stderr
@@ -506,11 +478,7 @@ async fn streaming_exec_passes_the_conformance_cases() {
         "{:?}",
         begun.elapsed()
     );
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]
@@ -536,11 +504,7 @@ async fn an_image_from_a_registry_is_pulled_with_an_event() {
     assert_eq!(event.annotations["image"], image);
     assert_eq!(event.alloc_id, task.alloc_id());
     assert!(event.timestamp.is_some());
-    plugin
-        .driver()
-        .destroy_task(task.destroy_request(true))
-        .await
-        .unwrap();
+    destroy(&plugin, &task, true).await;
     let _ = docker(&["rmi", "-f", &image]);
 }
 
@@ -611,11 +575,7 @@ async fn tasks_are_recovered_after_the_plugin_is_killed() {
         .unwrap();
     assert_ne!(wait(&plugin, &long).await.result.unwrap().exit_code, 0);
     for task in [&long, &short] {
-        plugin
-            .driver()
-            .destroy_task(task.destroy_request(true))
-            .await
-            .unwrap();
+        destroy(&plugin, task, true).await;
     }
 }
 
@@ -627,17 +587,7 @@ async fn fingerprint_reports_a_healthy_engine_with_its_attributes() {
         "pids_limit": 100
     }))
     .await;
-    let mut stream = plugin
-        .driver()
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("at once")
-        .unwrap()
-        .unwrap();
+    let first = first_fingerprint(&plugin).await;
     assert_eq!(
         first.health(),
         pb::fingerprint_response::HealthState::Healthy

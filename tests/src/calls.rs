@@ -68,3 +68,18 @@ pub async fn destroy(plugin: &PluginUnderTest, task: &Task, force: bool) {
         .await
         .unwrap_or_else(|status| panic!("DestroyTask of {}: {status:?}", task.name()));
 }
+
+/// The first answer of a new Fingerprint stream (sent at once).
+pub async fn first_fingerprint(plugin: &PluginUnderTest) -> pb::FingerprintResponse {
+    let mut stream = plugin
+        .driver()
+        .fingerprint(pb::FingerprintRequest {})
+        .await
+        .expect("Fingerprint")
+        .into_inner();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+        .await
+        .expect("the first fingerprint comes at once")
+        .expect("a fingerprint")
+        .expect("the stream is open")
+}
