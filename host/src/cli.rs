@@ -14,8 +14,11 @@ const USAGE: &str = "usage: nomad-driver-wasmdock [--name <driver-name>]\n      
 
 /// Entry point; `args` excludes the program name.
 pub fn main(args: Vec<String>) -> ExitCode {
-    if args.first().map(String::as_str) == Some("dev") {
-        return dev::main(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("dev") => return dev::main(&args[1..]),
+        // Started by the plugin itself (see `logs::holder`), never by Nomad.
+        Some("log-holder") => return crate::logs::holder::server::main(&args[1..]),
+        _ => {}
     }
     if !handshake::launched_by_nomad() {
         // Plain text: a person is reading this, not the agent.

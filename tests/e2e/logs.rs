@@ -1,6 +1,8 @@
 //! Log forwarding into the FIFOs a logmon-like reader drains: content and
 //! stream separation, TTY output, the FIFO symlink attack, the knobs that
-//! turn forwarding off, terminal errors, and no leaks over many tasks.
+//! turn forwarding off, terminal errors, no leaks over many tasks, and a
+//! plugin SIGKILL in the middle of a task's output: no line lost, none
+//! repeated, the FIFO never closed.
 
 use std::time::Duration;
 
@@ -120,6 +122,10 @@ async fn disable_log_collection_starts_no_forwarding() {
     assert!(line.is_some(), "{}", plugin.stderr_lines().join("\n"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stdout.text(), "");
+    assert!(
+        plugin.log_holder().status().await.is_err(),
+        "no log holder was started"
+    );
     destroy(&plugin, &task, true).await;
 }
 
@@ -224,7 +230,208 @@ async fn a_hundred_tasks_leave_no_fds_threads_or_processes_behind() {
         "threads grew from {threads} to {}",
         count_threads(pid)
     );
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    assert_eq!(children.trim(), "", "no helper processes");
+    let helpers: Vec<u32> = children(pid)
+        .into_iter()
+        .filter(|child| !cmdline(*child).contains("log-holder"))
+        .collect();
+    assert_eq!(
+        helpers,
+        Vec::<u32>::new(),
+        "no helper process besides the node's log holder"
+    );
+    assert!(
+        holder_exits(&plugin).await,
+        "the log holder exits once no task needs it"
+    );
+}
+
+/// Child processes of `pid`, whichever of its threads started them.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    threads
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// The process group of `pid` (field 5 of /proc/<pid>/stat).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(2)?.parse().ok()
+}
+
+/// Waits for the plugin's log holder to go away (it lingers 5 s).
+async fn holder_exits(plugin: &PluginUnderTest) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if plugin.log_holder().status().await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// `<prefix>-0\n<prefix>-1\n…` up to `n - 1`.
+fn sequence(prefix: &str, n: usize) -> String {
+    (0..n).map(|i| format!("{prefix}-{i}\n")).collect()
+}
+
+/// A task printing `out-<i>` and `err-<i>` for i below `n`, `pause` apart.
+fn counting_task(name: &str, n: usize, pause_us: u32) -> wasmdock_e2e::Task {
+    let script = format!(
+        "i=0; while [ $i -lt {n} ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); usleep {pause_us}; done"
+    );
+    TaskBuilder::new(
+        name,
+        json!({ "image": BUSYBOX_1, "command": "sh", "args": ["-c", script] }),
+    )
+    .log_fifos()
+    .build()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_plugin_sigkill_loses_and_repeats_no_line() {
+    let mut plugin = plugin(json!({})).await;
+    let task = counting_task("seq", 300, 10_000);
+    let (stdout, stderr) = task.log_readers().unwrap();
+    let handle = start(&plugin, &task).await.handle.unwrap();
+    assert!(
+        stdout.wait_for("out-40\n", WAIT).await,
+        "{:?}",
+        stdout.text()
+    );
+
+    plugin.kill().await.unwrap();
+    // The container keeps writing while no plugin runs.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !stdout.ended() && !stderr.ended(),
+        "the holder kept the FIFOs open, so logmon keeps reading"
+    );
+    assert_eq!(plugin.log_holder().status().await.unwrap().tasks, 1);
+    plugin.relaunch().await.unwrap();
+    plugin
+        .driver()
+        .recover_task(task.recover_request(handle))
+        .await
+        .expect("RecoverTask");
+
+    assert_eq!(exit_code(&plugin, &task).await, 0);
+    assert!(
+        stderr.wait_for("err-299\n", WAIT).await,
+        "{:?}",
+        stderr.text()
+    );
+    assert_eq!(stdout.text(), sequence("out", 300));
+    assert_eq!(stderr.text(), sequence("err", 300));
+    assert!(
+        plugin
+            .wait_for_stderr("task recovered", WAIT)
+            .await
+            .is_some(),
+        "recovered"
+    );
+    destroy(&plugin, &task, true).await;
+    assert!(
+        stdout.wait_ended(WAIT).await,
+        "the FIFO is closed at the end"
+    );
+}
+
+#[tokio::test]
+async fn lines_written_while_no_plugin_ran_arrive_once_after_recovery() {
+    let mut plugin = plugin(json!({})).await;
+    let task = counting_task("gone", 80, 20_000);
+    let (stdout, stderr) = task.log_readers().unwrap();
+    let handle = start(&plugin, &task).await.handle.unwrap();
+    assert!(
+        stdout.wait_for("out-10\n", WAIT).await,
+        "{:?}",
+        stdout.text()
+    );
+    plugin.kill().await.unwrap();
+    // The container finishes while no plugin runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text_while_down = stdout.text();
+    assert!(
+        !text_while_down.contains("out-79\n"),
+        "nothing forwarded while down"
+    );
+    plugin.relaunch().await.unwrap();
+    plugin
+        .driver()
+        .recover_task(task.recover_request(handle))
+        .await
+        .expect("RecoverTask");
+    assert_eq!(exit_code(&plugin, &task).await, 0);
+    // The exit is reported after the last lines were forwarded.
+    assert_eq!(stdout.text(), sequence("out", 80));
+    assert_eq!(stderr.text(), sequence("err", 80));
+    assert!(
+        stdout.wait_ended(WAIT).await,
+        "forwarding ended with the container"
+    );
+    destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn one_log_holder_per_node_in_its_own_process_group_and_gone_when_idle() {
+    let plugin = plugin(json!({})).await;
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            TaskBuilder::new(
+                &format!("held{i}"),
+                json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
+            )
+            .log_fifos()
+            .build()
+            .unwrap()
+        })
+        .collect();
+    let mut readers = Vec::new();
+    for task in &tasks {
+        readers.push(task.log_readers().unwrap());
+        start(&plugin, task).await;
+    }
+    let status = plugin.log_holder().status().await.expect("a holder runs");
+    assert_eq!(status.tasks, 3, "one holder for every task");
+    let plugin_pid = plugin.pid().unwrap();
+    let holders: Vec<u32> = children(plugin_pid)
+        .into_iter()
+        .filter(|c| cmdline(*c).contains("log-holder"))
+        .collect();
+    assert_eq!(holders, vec![status.pid], "exactly one helper process");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", status.pid)).unwrap(),
+        std::fs::read_link(format!("/proc/{plugin_pid}/exe")).unwrap(),
+        "the holder is our own binary"
+    );
+    assert_ne!(
+        process_group(status.pid),
+        process_group(plugin_pid),
+        "signals to the plugin's group do not reach the holder"
+    );
+    for task in &tasks {
+        destroy(&plugin, task, true).await;
+    }
+    for (stdout, stderr) in &readers {
+        assert!(stdout.wait_ended(WAIT).await && stderr.wait_ended(WAIT).await);
+    }
+    assert!(holder_exits(&plugin).await, "the holder exits when idle");
 }

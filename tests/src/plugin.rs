@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tonic::transport::Channel;
 use wasmdock_host::config::cty::encode_json;
 use wasmdock_host::dev::launcher::{self, Plugin};
+use wasmdock_host::logs::holder::{self, Holder};
 use wasmdock_host::rpc::proto::base::{
     ClientTopology, ClientTopologyCore, ClientTopologySlit, CoreGrade, NomadConfig,
     NomadDriverConfig, SetConfigRequest, base_plugin_client::BasePluginClient,
@@ -166,6 +167,7 @@ pub fn set_config_request(config: &serde_json::Value) -> SetConfigRequest {
 pub struct PluginUnderTest {
     plugin: Plugin,
     config: serde_json::Value,
+    driver_name: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -201,11 +203,19 @@ impl PluginUnderTest {
             ),
         ];
         all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        // A private log holder per plugin, so tests can watch theirs.
+        let mut config = config;
+        if let Some(object) = config.as_object_mut() {
+            object
+                .entry("run_dir")
+                .or_insert_with(|| socket_dir.path().join("run").to_string_lossy().into());
+        }
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let plugin = launch_configured(&args, &all_env, &config, &stderr).await?;
         Ok(Self {
             plugin,
             config,
+            driver_name: driver_name.to_owned(),
             args,
             env: all_env,
             stderr,
@@ -335,9 +345,20 @@ impl PluginUnderTest {
     /// re-adopted with RecoverTask by the test.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
+        self.relaunch().await
+    }
+
+    /// Launches a fresh process after [`Self::kill`], as [`Self::restart`] does.
+    pub async fn relaunch(&mut self) -> anyhow::Result<()> {
         self.plugin = launch_configured(&self.args, &self.env, &self.config, &self.stderr).await?;
         self.exit = None;
         Ok(())
+    }
+
+    /// The node's log holder this plugin uses (its private `run_dir`).
+    pub fn log_holder(&self) -> Holder {
+        let run_dir = self.config["run_dir"].as_str().unwrap_or_default();
+        Holder::new(holder::directory(run_dir, &self.driver_name))
     }
 }
 

@@ -551,29 +551,29 @@ pub fn duration(d: Duration) -> prost_types::Duration {
     }
 }
 
-/// Reads a log FIFO in a background thread, as logmon does: opens it
-/// (waiting for a writer), reads until the writer closes, and opens it
-/// again (a restarted plugin reopens its end). Everything read is kept.
+/// Reads a log FIFO in a background thread exactly as Nomad's logmon does:
+/// opens it (waiting for a writer), reads until every writer has closed
+/// it, and then stops for good — logmon is not restarted when a plugin is
+/// relaunched, so a driver whose writers close on a crash loses the rest
+/// of the task's logs. Everything read is kept.
 #[derive(Debug)]
 pub struct FifoReader {
     path: PathBuf,
     data: Arc<Mutex<Vec<u8>>>,
-    stop: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
 }
 
 impl FifoReader {
     /// Starts reading `path`.
     pub fn start(path: &Path) -> anyhow::Result<Self> {
         let data = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (thread_data, thread_stop, thread_path) = (data.clone(), stop.clone(), path.to_owned());
+        let ended = Arc::new(AtomicBool::new(false));
+        let (thread_data, thread_ended, thread_path) =
+            (data.clone(), ended.clone(), path.to_owned());
         std::thread::Builder::new()
             .name("fifo-reader".to_owned())
             .spawn(move || {
-                while !thread_stop.load(Ordering::SeqCst) {
-                    let Ok(mut file) = File::open(&thread_path) else {
-                        return;
-                    };
+                if let Ok(mut file) = File::open(&thread_path) {
                     let mut buf = [0u8; 8192];
                     loop {
                         match file.read(&mut buf) {
@@ -585,12 +585,30 @@ impl FifoReader {
                         }
                     }
                 }
+                thread_ended.store(true, Ordering::SeqCst);
             })?;
         Ok(Self {
             path: path.to_owned(),
             data,
-            stop,
+            ended,
         })
+    }
+
+    /// Whether the reader saw end-of-file (every writer closed) and stopped.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout` for end-of-file; false if the FIFO stayed open.
+    pub async fn wait_ended(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.ended() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Everything read so far.
@@ -623,7 +641,6 @@ impl FifoReader {
 
 impl Drop for FifoReader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
         // A reader blocked in open() is released by a writer coming and
         // going; one blocked in read() ends when the task's writer closes.
         let _ = OpenOptions::new()

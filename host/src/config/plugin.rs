@@ -82,6 +82,9 @@ pub struct PluginConfig {
     pub disable_log_collection: bool,
     /// Windows only; accepted for compatibility.
     pub windows_allow_insecure_container_admin: bool,
+    /// Where the node's log FIFO holder keeps its socket and the log
+    /// checkpoints (wasmdock only); empty means `/run/wasmdock` for root.
+    pub run_dir: String,
     /// Namespace modes tasks may use without `allow_privileged`.
     pub allowed_modes: AllowedModes,
     /// WebAssembly policy modules.
@@ -117,6 +120,7 @@ impl Default for PluginConfig {
             pids_limit: 0,
             disable_log_collection: false,
             windows_allow_insecure_container_admin: false,
+            run_dir: String::new(),
             allowed_modes: AllowedModes::default(),
             policy: PolicyConfig::default(),
         }
@@ -275,6 +279,12 @@ impl PluginConfig {
                 "period must be greater than zero",
             ));
         }
+        if !self.run_dir.is_empty() && !std::path::Path::new(&self.run_dir).is_absolute() {
+            return Err(ConfigError::new(
+                "run_dir",
+                format!("run_dir must be an absolute path, not {:?}", self.run_dir),
+            ));
+        }
         if self.pull_activity_timeout.get() < MIN_PULL_ACTIVITY_TIMEOUT {
             return Err(ConfigError::new(
                 "pull_activity_timeout",
@@ -416,6 +426,7 @@ pub fn schema() -> Spec {
         attr("pids_limit", Type::Number),
         attr("disable_log_collection", Type::Bool),
         attr("windows_allow_insecure_container_admin", Type::Bool),
+        attr("run_dir", string()),
         block(
             "allowed_modes",
             object(

@@ -30,6 +30,8 @@ pub struct ContainerFacts {
     pub exit_code: i64,
     /// Whether the kernel OOM killer ended it.
     pub oom_killed: bool,
+    /// RFC 3339 creation time as Docker reports it.
+    pub created: String,
     /// RFC 3339 start time as Docker reports it.
     pub started_at: String,
     /// RFC 3339 end time as Docker reports it.
@@ -116,6 +118,7 @@ impl Docker {
             dead: state.dead.unwrap_or(false),
             exit_code: state.exit_code.unwrap_or(0),
             oom_killed: state.oom_killed.unwrap_or(false),
+            created: c.created.clone().unwrap_or_default(),
             started_at: state.started_at.unwrap_or_default(),
             finished_at: state.finished_at.unwrap_or_default(),
             labels: c

@@ -1,7 +1,8 @@
 //! One tracked task: its container, its exit result once known, and the
 //! workers that live as long as it does.
 
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -50,6 +51,10 @@ pub struct TaskHandle {
     workers: CancellationToken,
     /// Set when the task is being destroyed.
     destroyed: Mutex<bool>,
+    /// The log holder directory, once forwarding started.
+    log_dir: OnceLock<PathBuf>,
+    /// False while log forwarding runs.
+    logs_done: watch::Sender<bool>,
 }
 
 impl TaskHandle {
@@ -70,6 +75,8 @@ impl TaskHandle {
             exit: watch::channel(None).0,
             workers: CancellationToken::new(),
             destroyed: Mutex::new(false),
+            log_dir: OnceLock::new(),
+            logs_done: watch::channel(true).0,
         }
     }
 
@@ -85,8 +92,31 @@ impl TaskHandle {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO)
                 .as_secs_f64(),
+            log_dir: self.log_dir.get().map(|d| d.display().to_string()),
             extra: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Records that log forwarding runs, with its holder directory (if any).
+    pub fn logs_started(&self, log_dir: Option<PathBuf>) {
+        if let Some(dir) = log_dir {
+            let _ = self.log_dir.set(dir);
+        }
+        self.logs_done.send_replace(false);
+    }
+
+    /// Records that log forwarding is over.
+    pub fn logs_finished(&self) {
+        self.logs_done.send_replace(true);
+    }
+
+    /// Waits up to `timeout` for log forwarding to write the container's
+    /// last bytes; true when it did (or never ran).
+    pub async fn logs_drained(&self, timeout: Duration) -> bool {
+        let mut receiver = self.logs_done.subscribe();
+        tokio::time::timeout(timeout, receiver.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Records how the task ended and releases every waiter.
@@ -119,6 +149,14 @@ impl TaskHandle {
     /// The token cancelled when the task's workers must stop.
     pub fn workers(&self) -> &CancellationToken {
         &self.workers
+    }
+
+    /// Whether DestroyTask ran for the task.
+    pub fn is_destroyed(&self) -> bool {
+        *self
+            .destroyed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Marks the task destroyed and stops its workers; false if it already was.

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::Driver;
 use super::error::{DriverError, Result};
 use super::handle::{ExitResult, TaskHandle};
+use super::logging::LOG_DRAIN_TIMEOUT;
 use super::network::DriverNetwork;
 use super::signals;
 use crate::docker::{Docker, DockerError};
@@ -111,6 +112,11 @@ impl Driver {
                     }
                 }
             };
+            // The client may stop logmon once it sees the exit: let the
+            // container's last lines reach the FIFOs first.
+            if !handle.logs_drained(LOG_DRAIN_TIMEOUT).await {
+                tracing::warn!(task_id = %handle.task.id, "the container's last log lines were not forwarded in time");
+            }
             tracing::info!(task_id = %handle.task.id, container_id = %handle.container_id, exit_code = result.exit_code, oom_killed = result.oom_killed, "task exited");
             handle.set_exit(result);
         });

@@ -3,7 +3,8 @@
 //! sees protobuf types, and the engine is reached only through `docker`.
 //!
 //! One file per verb, named after Nomad's RPCs: `fingerprint`, `start`,
-//! `lifecycle` (wait, stop, destroy, inspect, signal), `recover`.
+//! `lifecycle` (wait, stop, destroy, inspect, signal), `recover`; `logging`
+//! runs a task's log forwarding.
 
 pub mod error;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod fingerprint;
 pub mod handle;
 pub mod images;
 pub mod lifecycle;
+pub mod logging;
 pub mod network;
 pub mod recover;
 pub mod sandbox;
@@ -132,6 +134,8 @@ pub struct Driver {
     pub(crate) images: Arc<images::Images>,
     /// Network pause containers.
     pub(crate) pauses: sandbox::PauseContainers,
+    /// The node's log FIFO holder for the configured directory.
+    log_holder: std::sync::Mutex<Option<crate::logs::holder::Holder>>,
     /// Whether start-up work (pause container rediscovery) has run; it
     /// runs on the first Fingerprint, never on SetConfig.
     started_background: std::sync::atomic::AtomicBool,
@@ -149,6 +153,7 @@ impl Driver {
             fingerprint: fingerprint::History::default(),
             images: Arc::default(),
             pauses: sandbox::PauseContainers::default(),
+            log_holder: std::sync::Mutex::new(None),
             started_background: std::sync::atomic::AtomicBool::new(false),
         }
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::Driver;
 use super::error::{DriverError, Result};
 use super::handle::TaskHandle;
+use super::logging::Resume;
 use super::state::DriverState;
 use super::task::TaskRequest;
 
@@ -22,7 +23,7 @@ impl Driver {
             .docker()
             .await
             .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
-        docker
+        let facts = docker
             .inspect_container(&state.container_id)
             .await
             .map_err(|e| {
@@ -40,15 +41,13 @@ impl Driver {
             state.network,
             started_at,
         ));
-        // Forward what the container writes from now on: the lines written
-        // while no plugin ran are not re-sent (Nomad re-sends everything).
-        let now = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        if let Err(err) =
-            self.start_log_forwarding(&docker, &handle, i64::try_from(now).unwrap_or(0))
-        {
+        // Resume forwarding exactly after what was forwarded before the
+        // restart (Nomad re-sends the container's whole history).
+        let resume = Resume::Recovered {
+            log_dir: state.log_dir.as_deref(),
+            created: &facts.created,
+        };
+        if let Err(err) = self.start_log_forwarding(&docker, &handle, resume).await {
             // As Nomad does: a task whose logs cannot be forwarded is stopped,
             // and the client starts it again.
             let _ = docker

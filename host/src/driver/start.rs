@@ -8,6 +8,7 @@ use super::Driver;
 use super::error::{DriverError, Result};
 use super::handle::TaskHandle;
 use super::images::{self, PullTicket};
+use super::logging::Resume;
 use super::network::{DriverNetwork, detect_ip};
 use super::task::TaskRequest;
 use crate::config::ConfigError;
@@ -16,7 +17,6 @@ use crate::config::task::TaskConfig;
 use crate::docker::image::{PullError, PullProgress, RegistryAuth};
 use crate::docker::spec::{self, ContainerSpec, HOSTS_FILE, RealHostFiles, SpecInputs};
 use crate::docker::{Docker, DockerError, auth, reference};
-use crate::logs;
 
 /// How often a long pull reports its progress as a task event.
 const PULL_PROGRESS_EVERY: Duration = Duration::from_secs(120);
@@ -144,7 +144,10 @@ impl Driver {
             SystemTime::now(),
         ));
         // A fresh container: forward its output from the beginning.
-        if let Err(err) = self.start_log_forwarding(&docker, &handle, 0) {
+        let resume = Resume::Fresh {
+            created: &facts.created,
+        };
+        if let Err(err) = self.start_log_forwarding(&docker, &handle, resume).await {
             let _ = docker.remove_container(&handle.container_id, true).await;
             return Err(err);
         }
@@ -396,41 +399,6 @@ impl Driver {
                 }
             }
         }
-    }
-}
-
-impl Driver {
-    /// Starts forwarding the task's output into its log FIFOs from `since`
-    /// (Unix seconds), unless log collection is off for the plugin or the
-    /// task; then nothing is started and no logs call is made.
-    pub(crate) fn start_log_forwarding(
-        &self,
-        docker: &Docker,
-        handle: &Arc<TaskHandle>,
-        since: i64,
-    ) -> Result<()> {
-        let task = &handle.task;
-        if self.require_config()?.plugin.disable_log_collection {
-            tracing::debug!(task_id = %task.id, "log forwarding off: disable_log_collection is set");
-            return Ok(());
-        }
-        if task.logs_disabled() {
-            tracing::debug!(task_id = %task.id, "log forwarding off: the task disabled its logs");
-            return Ok(());
-        }
-        let writers = logs::open_writers(&task.alloc_dir, &task.stdout_path, &task.stderr_path)
-            .map_err(|e| {
-                DriverError::unrecoverable(format!("failed to set up log forwarding: {e}"))
-            })?;
-        tokio::spawn(logs::forward::forward(
-            docker.clone(),
-            handle.container_id.clone(),
-            task.id.clone(),
-            writers,
-            since,
-            handle.workers().clone(),
-        ));
-        Ok(())
     }
 }
 

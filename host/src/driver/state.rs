@@ -25,6 +25,10 @@ pub struct DriverState {
     pub network: Option<DriverNetwork>,
     /// Unix seconds (with fraction) when the container was started.
     pub started_at: f64,
+    /// The log holder directory the task's FIFOs and checkpoint are in;
+    /// absent when its logs are not forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
     /// Room for later fields without a version bump.
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
@@ -73,6 +77,7 @@ mod tests {
                 auto_advertise: false,
             }),
             started_at: 1.5,
+            log_dir: Some("/run/wasmdock/wasmdock".to_owned()),
             extra: BTreeMap::new(),
         };
         assert_eq!(DriverState::decode(&state.encode()), Ok(state));

@@ -1,18 +1,32 @@
 //! The forwarding loop of one task.
+//!
+//! Messages are read from the engine's logs API, the part already forwarded
+//! (per the [`Checkpoint`]) is dropped, and the rest is written into the
+//! stream's FIFO in batches: whatever the engine has ready, up to
+//! [`BATCH_BYTES`], goes out in one write. After every write the checkpoint
+//! records the exact byte reached, so a relaunched plugin neither loses nor
+//! repeats a line.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::unix::pipe::Sender;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Writers;
-use crate::docker::logs::LogChunk;
+use super::checkpoint::{Checkpoint, Numbering, Position, already_sent};
+use crate::docker::logs::{LogMessage, LogStream, Output};
 use crate::docker::{Docker, DockerError};
 
 /// Shortest and longest pause before reconnecting to the logs API.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(120);
+
+/// Most bytes gathered into one FIFO write.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Most messages gathered into one batch.
+const BATCH_MESSAGES: usize = 1024;
 
 /// Errors after which reading logs cannot work (e.g. log driver `none`).
 fn is_terminal(err: &DockerError) -> bool {
@@ -38,67 +52,232 @@ fn next_backoff(current: Duration) -> Duration {
         .clamp(BACKOFF_MIN, BACKOFF_MAX)
 }
 
-fn now_secs() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs(),
-    )
-    .unwrap_or(0)
+/// Everything one task's forwarding needs.
+#[derive(Debug)]
+pub struct Forwarding {
+    /// The engine.
+    pub docker: Docker,
+    /// Whose output.
+    pub container_id: String,
+    /// For log lines.
+    pub task_id: String,
+    /// Where the output goes.
+    pub writers: Writers,
+    /// What was already forwarded.
+    pub checkpoint: Checkpoint,
+    /// When the container started (Unix seconds): never ask for earlier logs.
+    pub started_at_secs: i64,
+    /// Stops forwarding (DestroyTask, plugin shutdown).
+    pub cancel: CancellationToken,
 }
 
-/// Copies the container's output into the FIFOs from `since` (Unix seconds,
-/// 0 for a container that just started) until it stops, `cancel` fires, or
-/// reading turns out to be impossible. Dropping `writers` at the end closes
-/// the FIFOs, so logmon sees end-of-file.
-pub async fn forward(
-    docker: Docker,
-    container_id: String,
-    task_id: String,
-    mut writers: Writers,
-    since: i64,
-    cancel: CancellationToken,
-) {
-    let mut since = since;
+/// Why forwarding ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The container stopped and its last bytes were written.
+    ContainerStopped,
+    /// The container's logs cannot be read (log driver `none`, …).
+    Unreadable,
+    /// A FIFO could not be written.
+    WriteFailed,
+    /// `cancel` fired.
+    Cancelled,
+}
+
+/// One stream's FIFO and the batch being assembled for it.
+#[derive(Debug)]
+struct Sink {
+    output: Output,
+    sender: Sender,
+    numbering: Numbering,
+    batch: Vec<u8>,
+    /// Per message in `batch`: where it starts and ends in the batch, its
+    /// id, and how many of its bytes were sent before it joined the batch.
+    marks: Vec<Mark>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    start: usize,
+    end: usize,
+    id: Option<(i64, u32)>,
+    skipped: usize,
+}
+
+impl Sink {
+    fn new(output: Output, sender: Sender) -> Self {
+        Self {
+            output,
+            sender,
+            numbering: Numbering::default(),
+            batch: Vec::new(),
+            marks: Vec::new(),
+        }
+    }
+
+    /// Adds the part of `message` not forwarded yet.
+    fn push(&mut self, message: &LogMessage, checkpoint: &Checkpoint) {
+        let id = message.timestamp.map(|ts| self.numbering.next(ts));
+        let skipped = id.map_or(0, |id| {
+            already_sent(
+                checkpoint.positions().get(self.output),
+                id,
+                message.body.len(),
+            )
+        });
+        if skipped == message.body.len() {
+            return;
+        }
+        let start = self.batch.len();
+        self.batch.extend_from_slice(&message.body[skipped..]);
+        self.marks.push(Mark {
+            start,
+            end: self.batch.len(),
+            id,
+            skipped,
+        });
+    }
+
+    /// Writes the batch, recording the position after every write.
+    async fn flush(&mut self, checkpoint: &mut Checkpoint) -> std::io::Result<()> {
+        let mut written = 0;
+        let mut mark = 0;
+        while written < self.batch.len() {
+            let n = self.sender.write(&self.batch[written..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            written += n;
+            while mark + 1 < self.marks.len() && self.marks[mark].end < written {
+                mark += 1;
+            }
+            let current = self.marks[mark];
+            if let Some((timestamp, seq)) = current.id {
+                let offset = current.skipped + (written.min(current.end) - current.start);
+                let position = Position {
+                    timestamp,
+                    seq,
+                    offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                };
+                if let Err(err) = checkpoint.store(self.output, position) {
+                    tracing::warn!(error = %err, "cannot record the log checkpoint; a restart may repeat lines");
+                }
+            }
+        }
+        self.batch.clear();
+        self.marks.clear();
+        Ok(())
+    }
+}
+
+/// What the engine sent while a batch was gathered.
+enum Next {
+    /// More may come.
+    Open,
+    /// The stream ended.
+    Ended,
+    /// The stream failed.
+    Failed(DockerError),
+}
+
+/// Gathers what the engine has ready (at least one item) into the sinks.
+async fn gather(
+    stream: &mut LogStream,
+    sinks: &mut [Sink; 2],
+    checkpoint: &Checkpoint,
+    cancel: &CancellationToken,
+) -> Option<Next> {
+    let mut item = tokio::select! {
+        item = stream.next() => item,
+        () = cancel.cancelled() => return None,
+    };
+    let mut messages = 0;
+    loop {
+        match item {
+            None => return Some(Next::Ended),
+            Some(Err(err)) => return Some(Next::Failed(err)),
+            Some(Ok(message)) => {
+                let sink = match message.output {
+                    Output::Stdout => &mut sinks[0],
+                    Output::Stderr => &mut sinks[1],
+                };
+                sink.push(&message, checkpoint);
+            }
+        }
+        messages += 1;
+        if messages >= BATCH_MESSAGES || sinks.iter().any(|s| s.batch.len() >= BATCH_BYTES) {
+            return Some(Next::Open);
+        }
+        // Take what is ready now, without waiting.
+        match tokio::time::timeout(Duration::ZERO, stream.next()).await {
+            Ok(next) => item = next,
+            Err(_) => return Some(Next::Open),
+        }
+    }
+}
+
+/// Copies the container's output into the FIFOs, resuming after what the
+/// checkpoint says was forwarded, until the container stops, `cancel`
+/// fires, or reading turns out to be impossible. Returns why it ended and
+/// the checkpoint; dropping the writers closes this process's FIFO ends.
+pub async fn forward(forwarding: Forwarding) -> (Ended, Checkpoint) {
+    let Forwarding {
+        docker,
+        container_id,
+        task_id,
+        writers,
+        mut checkpoint,
+        started_at_secs,
+        cancel,
+    } = forwarding;
+    let mut sinks = [
+        Sink::new(Output::Stdout, writers.stdout),
+        Sink::new(Output::Stderr, writers.stderr),
+    ];
     let mut backoff = Duration::ZERO;
     loop {
+        let since = checkpoint.positions().resume_since(started_at_secs);
         let mut stream = docker.follow_logs(&container_id, since);
-        loop {
-            let chunk = tokio::select! {
-                chunk = stream.next() => chunk,
-                () = cancel.cancelled() => return,
-            };
-            let written = match chunk {
-                Some(Ok(LogChunk::Stdout(bytes))) => writers.stdout.write_all(&bytes).await,
-                Some(Ok(LogChunk::Stderr(bytes))) => writers.stderr.write_all(&bytes).await,
-                Some(Err(err)) if is_terminal(&err) => {
-                    tracing::info!(task_id, error = %err, "log forwarding ends: the container's log driver cannot be read");
-                    return;
-                }
-                Some(Err(err)) => {
-                    tracing::debug!(task_id, error = %err, "log stream failed; reconnecting");
-                    break;
-                }
-                None => break,
-            };
-            if let Err(err) = written {
-                tracing::warn!(task_id, error = %err, "cannot write to the log FIFO; log forwarding ends");
-                return;
-            }
-            backoff = Duration::ZERO;
+        for sink in &mut sinks {
+            sink.numbering = Numbering::default();
         }
+        let failure = loop {
+            let Some(next) = gather(&mut stream, &mut sinks, &checkpoint, &cancel).await else {
+                return (Ended::Cancelled, checkpoint);
+            };
+            for sink in &mut sinks {
+                let flushed = tokio::select! {
+                    flushed = sink.flush(&mut checkpoint) => flushed,
+                    () = cancel.cancelled() => return (Ended::Cancelled, checkpoint),
+                };
+                if let Err(err) = flushed {
+                    tracing::warn!(task_id, error = %err, "cannot write to the log FIFO; log forwarding ends");
+                    return (Ended::WriteFailed, checkpoint);
+                }
+            }
+            match next {
+                Next::Open => backoff = Duration::ZERO,
+                Next::Ended => break None,
+                Next::Failed(err) if is_terminal(&err) => {
+                    tracing::info!(task_id, error = %err, "log forwarding ends: the container's log driver cannot be read");
+                    return (Ended::Unreadable, checkpoint);
+                }
+                Next::Failed(err) => break Some(err),
+            }
+        };
         // The stream ended: the container stopped, or the engine went away.
         match docker.inspect_container(&container_id).await {
-            Ok(facts) if !facts.running => return,
-            Err(DockerError::NotFound(_)) => return,
+            Ok(facts) if !facts.running => return (Ended::ContainerStopped, checkpoint),
+            Err(DockerError::NotFound(_)) => return (Ended::ContainerStopped, checkpoint),
             _ => {}
         }
-        since = now_secs();
+        if let Some(err) = failure {
+            tracing::debug!(task_id, error = %err, "log stream failed; resuming from the checkpoint");
+        }
         backoff = next_backoff(backoff);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => return (Ended::Cancelled, checkpoint),
         }
     }
 }
@@ -127,5 +306,62 @@ mod tests {
         assert!(!is_terminal(&DockerError::Transport(
             "connection reset".to_owned()
         )));
+    }
+
+    fn message(timestamp: i64, body: &str) -> LogMessage {
+        LogMessage {
+            output: Output::Stdout,
+            timestamp: Some(timestamp),
+            body: bytes::Bytes::from(body.to_owned()),
+        }
+    }
+
+    /// A sink writing into a pipe whose reader we hold, so partial writes
+    /// and positions can be checked.
+    fn sink() -> (Sink, std::fs::File) {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+        let reader = std::fs::File::from(std::os::fd::OwnedFd::from(reader));
+        (
+            Sink::new(Output::Stdout, Sender::from_file(writer).unwrap()),
+            reader,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_resumed_stream_skips_exactly_what_was_written() {
+        let (mut sink, mut reader) = sink();
+        let mut checkpoint = Checkpoint::in_memory(super::super::checkpoint::Positions::default());
+        checkpoint
+            .store(
+                Output::Stdout,
+                Position {
+                    timestamp: 20,
+                    seq: 1,
+                    offset: 2,
+                },
+            )
+            .unwrap();
+        for (ts, body) in [
+            (10, "a\n"),
+            (20, "b\n"),
+            (20, "cde\n"),
+            (20, "f\n"),
+            (30, "g\n"),
+        ] {
+            sink.push(&message(ts, body), &checkpoint);
+        }
+        sink.flush(&mut checkpoint).await.unwrap();
+        let mut got = vec![0u8; 64];
+        let n = std::io::Read::read(&mut reader, &mut got).unwrap();
+        assert_eq!(std::str::from_utf8(&got[..n]).unwrap(), "e\nf\ng\n");
+        assert_eq!(
+            checkpoint.positions().stdout,
+            Position {
+                timestamp: 30,
+                seq: 0,
+                offset: 2
+            }
+        );
     }
 }

@@ -3,13 +3,20 @@
 //! Forwarding runs inside the plugin as one tokio task per running task —
 //! no helper process per task (Nomad runs two). The FIFOs are opened
 //! safely ([`fifo`]) when the task starts and kept open for its life; the
-//! forwarder follows the engine's logs API and ends after the container's
-//! last bytes, on DestroyTask, or on a terminal error (e.g. log driver
-//! `none`).
+//! forwarder ([`forward`]) follows the engine's logs API and ends after the
+//! container's last bytes, on DestroyTask, or on a terminal error (e.g. log
+//! driver `none`). Two things make a plugin crash harmless: the node's
+//! [`holder`] keeps the FIFOs' write ends open while no plugin runs, and a
+//! [`checkpoint`] records the exact byte forwarded so the relaunched plugin
+//! resumes there.
 
+pub mod checkpoint;
 pub mod fifo;
 pub mod forward;
+pub mod holder;
 
+use std::fs::File;
+use std::io;
 use std::path::Path;
 
 use tokio::net::unix::pipe::Sender;
@@ -25,17 +32,24 @@ pub struct Writers {
     pub stderr: Sender,
 }
 
-/// Opens both FIFOs of a task for writing.
-pub fn open_writers(alloc_dir: &Path, stdout: &Path, stderr: &Path) -> Result<Writers, FifoError> {
-    let sender = |path: &Path| {
-        let file = fifo::open_writer(alloc_dir, path)?;
-        Sender::from_file(file).map_err(|source| FifoError::Open {
-            path: path.display().to_string(),
-            source,
+impl Writers {
+    /// Async writers over already opened FIFO descriptors.
+    pub fn from_files(stdout: File, stderr: File) -> io::Result<Self> {
+        Ok(Self {
+            stdout: Sender::from_file(stdout)?,
+            stderr: Sender::from_file(stderr)?,
         })
-    };
-    Ok(Writers {
-        stdout: sender(stdout)?,
-        stderr: sender(stderr)?,
-    })
+    }
+}
+
+/// Opens both FIFOs of a task for writing (see [`fifo::open_writer`]).
+pub fn open_fifos(
+    alloc_dir: &Path,
+    stdout: &Path,
+    stderr: &Path,
+) -> Result<(File, File), FifoError> {
+    Ok((
+        fifo::open_writer(alloc_dir, stdout)?,
+        fifo::open_writer(alloc_dir, stderr)?,
+    ))
 }

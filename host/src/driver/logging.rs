@@ -1,0 +1,198 @@
+//! Log forwarding of a task, from StartTask or RecoverTask to its end: the
+//! FIFOs (opened here, or taken back from the node's log holder), the
+//! checkpoint, the forwarder, and letting go of everything at the end.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::Driver;
+use super::error::{DriverError, Result};
+use super::handle::TaskHandle;
+use crate::docker::Docker;
+use crate::docker::logs::parse_rfc3339_nanos;
+use crate::logs::checkpoint::{Checkpoint, Positions};
+use crate::logs::forward::{self, Ended, Forwarding};
+use crate::logs::holder::{self, Holder};
+use crate::logs::{self, Writers};
+
+/// How long a task's exit waits for its last log bytes to be forwarded.
+pub const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where forwarding of a task starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Resume<'a> {
+    /// A container this plugin just started: everything it wrote.
+    Fresh {
+        /// The container's creation time as the engine reports it.
+        created: &'a str,
+    },
+    /// A task adopted by RecoverTask: after what the checkpoint says.
+    Recovered {
+        /// The holder directory from `driver_state`.
+        log_dir: Option<&'a str>,
+        /// The container's creation time as the engine reports it.
+        created: &'a str,
+    },
+}
+
+/// Unix seconds of an engine timestamp, 0 when it cannot be read.
+fn engine_secs(rfc3339: &str) -> i64 {
+    parse_rfc3339_nanos(rfc3339).map_or(0, |n| n.div_euclid(1_000_000_000))
+}
+
+fn now_secs() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    )
+    .unwrap_or(0)
+}
+
+impl Driver {
+    /// The holder of this driver's directory, per the current config.
+    fn log_holder(&self) -> Result<Holder> {
+        let config = self.require_config()?;
+        let dir = holder::directory(&config.plugin.run_dir, self.name());
+        let mut slot = self
+            .log_holder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.as_ref() {
+            Some(holder) if holder.dir() == dir => Ok(holder.clone()),
+            _ => {
+                let holder = Holder::new(dir);
+                *slot = Some(holder.clone());
+                Ok(holder)
+            }
+        }
+    }
+
+    /// Starts forwarding the task's output into its log FIFOs, unless log
+    /// collection is off for the plugin or the task; then nothing is
+    /// started and no logs call is made.
+    pub(crate) async fn start_log_forwarding(
+        &self,
+        docker: &Docker,
+        handle: &Arc<TaskHandle>,
+        resume: Resume<'_>,
+    ) -> Result<()> {
+        let task = &handle.task;
+        if self.require_config()?.plugin.disable_log_collection {
+            tracing::debug!(task_id = %task.id, "log forwarding off: disable_log_collection is set");
+            return Ok(());
+        }
+        if task.logs_disabled() {
+            tracing::debug!(task_id = %task.id, "log forwarding off: the task disabled its logs");
+            return Ok(());
+        }
+        let holder = match resume {
+            Resume::Recovered {
+                log_dir: Some(dir), ..
+            } => Holder::new(PathBuf::from(dir)),
+            _ => self.log_holder()?,
+        };
+        let fail = |message: String| {
+            DriverError::unrecoverable(format!("failed to set up log forwarding: {message}"))
+        };
+
+        // The FIFO descriptors: kept by the holder across a plugin restart.
+        let taken_back = match resume {
+            Resume::Recovered { .. } => match holder.get(&task.id).await {
+                Ok(files) => files,
+                Err(err) => {
+                    tracing::warn!(task_id = %task.id, error = %err, "cannot take the log FIFOs back from the holder; reopening them");
+                    None
+                }
+            },
+            Resume::Fresh { .. } => None,
+        };
+        let (stdout, stderr, held) = match taken_back {
+            Some((stdout, stderr)) => (stdout, stderr, true),
+            None => {
+                let (stdout, stderr) =
+                    logs::open_fifos(&task.alloc_dir, &task.stdout_path, &task.stderr_path)
+                        .map_err(|e| fail(e.to_string()))?;
+                if matches!(resume, Resume::Recovered { .. }) {
+                    tracing::warn!(task_id = %task.id, "the log holder no longer had this task's FIFOs; if Nomad's logmon stopped reading, the task's logs resume when the task or the agent restarts");
+                }
+                let held = self
+                    .hand_to_holder(&holder, &task.id, &stdout, &stderr)
+                    .await;
+                (stdout, stderr, held)
+            }
+        };
+
+        // Where to resume.
+        let checkpoint_path = holder.checkpoint_path(&task.id);
+        let (checkpoint, not_before) = match resume {
+            Resume::Fresh { created } => {
+                let checkpoint = Checkpoint::create(&checkpoint_path).unwrap_or_else(|err| {
+                    tracing::warn!(task_id = %task.id, error = %err, "cannot create the log checkpoint; a plugin restart may lose or repeat lines");
+                    Checkpoint::in_memory(Positions::default())
+                });
+                (checkpoint, engine_secs(created))
+            }
+            Resume::Recovered { created, .. } => match Checkpoint::resume(&checkpoint_path) {
+                Ok(Some(checkpoint)) => (checkpoint, engine_secs(created)),
+                outcome => {
+                    if let Err(err) = outcome {
+                        tracing::warn!(task_id = %task.id, error = %err, "cannot read the log checkpoint");
+                    }
+                    tracing::warn!(task_id = %task.id, "no log checkpoint: forwarding from now on; lines written while no plugin ran are not sent");
+                    let checkpoint = Checkpoint::create(&checkpoint_path)
+                        .unwrap_or_else(|_| Checkpoint::in_memory(Positions::default()));
+                    (checkpoint, now_secs())
+                }
+            },
+        };
+        let writers = Writers::from_files(stdout, stderr).map_err(|e| fail(e.to_string()))?;
+        handle.logs_started(Some(holder.dir().to_path_buf()));
+        let forwarding = Forwarding {
+            docker: docker.clone(),
+            container_id: handle.container_id.clone(),
+            task_id: task.id.clone(),
+            writers,
+            checkpoint,
+            started_at_secs: not_before,
+            cancel: handle.workers().clone(),
+        };
+        let handle = Arc::clone(handle);
+        tokio::spawn(async move {
+            let (ended, checkpoint) = forward::forward(forwarding).await;
+            // Cancelled without DestroyTask means the plugin is going away:
+            // the holder and the checkpoint carry the task to the next one.
+            if ended != Ended::Cancelled || handle.is_destroyed() {
+                if held && let Err(err) = holder.release(&handle.task.id).await {
+                    tracing::warn!(task_id = %handle.task.id, error = %err, "cannot release the log FIFOs from the holder");
+                }
+                checkpoint.remove();
+            }
+            tracing::debug!(task_id = %handle.task.id, ?ended, "log forwarding ended");
+            handle.logs_finished();
+        });
+        Ok(())
+    }
+
+    /// Gives the holder duplicates of the FIFO descriptors; false (with a
+    /// warning) when no holder can take them — forwarding still works, but
+    /// a plugin crash then closes the FIFOs.
+    async fn hand_to_holder(
+        &self,
+        holder: &Holder,
+        task: &str,
+        stdout: &File,
+        stderr: &File,
+    ) -> bool {
+        match holder.put(task, stdout, stderr).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(task_id = task, error = %err, "the log holder cannot keep this task's FIFOs; its logs will stop if the plugin crashes");
+                false
+            }
+        }
+    }
+}
