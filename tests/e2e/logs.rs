@@ -435,3 +435,95 @@ async fn one_log_holder_per_node_in_its_own_process_group_and_gone_when_idle() {
     }
     assert!(holder_exits(&plugin).await, "the holder exits when idle");
 }
+
+#[tokio::test]
+async fn a_fast_writer_loses_nothing_to_log_rotation() {
+    // Nomad's default container log options rotate every 2 MB and keep two
+    // files; a follower of the logs API loses most of this output.
+    let plugin = plugin(json!({})).await;
+    let written: usize = 20_000_000;
+    let task = TaskBuilder::new(
+        "flood",
+        json!({
+            "image": BUSYBOX_1,
+            "command": "sh",
+            "args": ["-c", format!("yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -c {written}")],
+        }),
+    )
+    .log_fifos()
+    .build()
+    .unwrap();
+    let (stdout, _stderr) = task.log_readers().unwrap();
+    start(&plugin, &task).await;
+    assert_eq!(exit_code(&plugin, &task).await, 0);
+    assert!(
+        plugin
+            .wait_for_stderr("forwarding from the json-file log", WAIT)
+            .await
+            .is_some(),
+        "the json-file log was read directly"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stdout.bytes().len() < written && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bytes = stdout.bytes();
+    assert_eq!(bytes.len(), written, "every byte arrived, none twice");
+    assert!(
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with(b"0123456789")),
+        "lines arrive whole and in order"
+    );
+    destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn other_log_drivers_go_through_the_logs_api_and_resume_exactly() {
+    let mut plugin = plugin(json!({})).await;
+    let script = "i=0; while [ $i -lt 150 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); usleep 10000; done";
+    let task = TaskBuilder::new(
+        "localdriver",
+        json!({
+            "image": BUSYBOX_1,
+            "command": "sh",
+            "args": ["-c", script],
+            "logging": { "type": "local" },
+        }),
+    )
+    .log_fifos()
+    .build()
+    .unwrap();
+    let (stdout, stderr) = task.log_readers().unwrap();
+    let handle = start(&plugin, &task).await.handle.unwrap();
+    assert!(
+        stdout.wait_for("out-30\n", WAIT).await,
+        "{:?}",
+        stdout.text()
+    );
+    assert!(
+        !plugin
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("forwarding from the json-file log")),
+        "the local driver is read through the API"
+    );
+    plugin.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    plugin.relaunch().await.unwrap();
+    plugin
+        .driver()
+        .recover_task(task.recover_request(handle))
+        .await
+        .expect("RecoverTask");
+    assert_eq!(exit_code(&plugin, &task).await, 0);
+    assert!(
+        stderr.wait_for("err-149\n", WAIT).await,
+        "{:?}",
+        stderr.text()
+    );
+    assert_eq!(stdout.text(), sequence("out", 150));
+    assert_eq!(stderr.text(), sequence("err", 150));
+    destroy(&plugin, &task, true).await;
+}

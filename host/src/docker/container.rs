@@ -32,6 +32,10 @@ pub struct ContainerFacts {
     pub oom_killed: bool,
     /// RFC 3339 creation time as Docker reports it.
     pub created: String,
+    /// The container's log driver (`json-file`, `local`, `none`, …).
+    pub log_driver: String,
+    /// Where the engine keeps the json-file log, on the engine's host.
+    pub log_path: String,
     /// RFC 3339 start time as Docker reports it.
     pub started_at: String,
     /// RFC 3339 end time as Docker reports it.
@@ -119,6 +123,13 @@ impl Docker {
             exit_code: state.exit_code.unwrap_or(0),
             oom_killed: state.oom_killed.unwrap_or(false),
             created: c.created.clone().unwrap_or_default(),
+            log_driver: c
+                .host_config
+                .as_ref()
+                .and_then(|h| h.log_config.as_ref())
+                .and_then(|l| l.typ.clone())
+                .unwrap_or_default(),
+            log_path: c.log_path.clone().unwrap_or_default(),
             started_at: state.started_at.unwrap_or_default(),
             finished_at: state.finished_at.unwrap_or_default(),
             labels: c

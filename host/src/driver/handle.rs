@@ -55,6 +55,8 @@ pub struct TaskHandle {
     log_dir: OnceLock<PathBuf>,
     /// False while log forwarding runs.
     logs_done: watch::Sender<bool>,
+    /// True once the container is known to have stopped.
+    container_stopped: watch::Sender<bool>,
 }
 
 impl TaskHandle {
@@ -77,6 +79,7 @@ impl TaskHandle {
             destroyed: Mutex::new(false),
             log_dir: OnceLock::new(),
             logs_done: watch::channel(true).0,
+            container_stopped: watch::channel(false).0,
         }
     }
 
@@ -103,6 +106,16 @@ impl TaskHandle {
             let _ = self.log_dir.set(dir);
         }
         self.logs_done.send_replace(false);
+    }
+
+    /// Records that the container stopped (before its exit is reported).
+    pub fn mark_container_stopped(&self) {
+        self.container_stopped.send_replace(true);
+    }
+
+    /// Turns true when the container has stopped.
+    pub fn container_stopped(&self) -> watch::Receiver<bool> {
+        self.container_stopped.subscribe()
     }
 
     /// Records that log forwarding is over.

@@ -114,6 +114,7 @@ impl Driver {
             };
             // The client may stop logmon once it sees the exit: let the
             // container's last lines reach the FIFOs first.
+            handle.mark_container_stopped();
             if !handle.logs_drained(LOG_DRAIN_TIMEOUT).await {
                 tracing::warn!(task_id = %handle.task.id, "the container's last log lines were not forwarded in time");
             }

@@ -11,10 +11,12 @@ use super::Driver;
 use super::error::{DriverError, Result};
 use super::handle::TaskHandle;
 use crate::docker::Docker;
+use crate::docker::container::ContainerFacts;
 use crate::docker::logs::parse_rfc3339_nanos;
 use crate::logs::checkpoint::{Checkpoint, Positions};
-use crate::logs::forward::{self, Ended, Forwarding};
+use crate::logs::forward::{self, Ended, Forwarding, JsonFileSource};
 use crate::logs::holder::{self, Holder};
+use crate::logs::jsonfile::Watcher;
 use crate::logs::{self, Writers};
 
 /// How long a task's exit waits for its last log bytes to be forwarded.
@@ -25,16 +27,34 @@ pub const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Resume<'a> {
     /// A container this plugin just started: everything it wrote.
     Fresh {
-        /// The container's creation time as the engine reports it.
-        created: &'a str,
+        /// The container as the engine reports it.
+        facts: &'a ContainerFacts,
     },
     /// A task adopted by RecoverTask: after what the checkpoint says.
     Recovered {
         /// The holder directory from `driver_state`.
         log_dir: Option<&'a str>,
-        /// The container's creation time as the engine reports it.
-        created: &'a str,
+        /// The container as the engine reports it.
+        facts: &'a ContainerFacts,
     },
+}
+
+impl Resume<'_> {
+    fn facts(&self) -> &ContainerFacts {
+        match self {
+            Resume::Fresh { facts } | Resume::Recovered { facts, .. } => facts,
+        }
+    }
+}
+
+/// Whether the engine runs on this host (so its `LogPath` is ours to read).
+fn engine_is_local(endpoint: &str) -> bool {
+    let endpoint = if endpoint.is_empty() {
+        std::env::var("DOCKER_HOST").unwrap_or_default()
+    } else {
+        endpoint.to_owned()
+    };
+    endpoint.is_empty() || endpoint.starts_with("unix://")
 }
 
 /// Unix seconds of an engine timestamp, 0 when it cannot be read.
@@ -69,6 +89,20 @@ impl Driver {
                 Ok(holder)
             }
         }
+    }
+
+    /// The plugin's one inotify watcher, started on first use; `None` when
+    /// the kernel refuses one (forwarders then poll).
+    fn log_watcher(&self) -> Option<Watcher> {
+        self.log_watcher
+            .get_or_init(|| match Watcher::start() {
+                Ok(watcher) => Some(watcher),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot watch log files; json-file logs are polled");
+                    None
+                }
+            })
+            .clone()
     }
 
     /// Starts forwarding the task's output into its log FIFOs, unless log
@@ -129,15 +163,15 @@ impl Driver {
         // Where to resume.
         let checkpoint_path = holder.checkpoint_path(&task.id);
         let (checkpoint, not_before) = match resume {
-            Resume::Fresh { created } => {
+            Resume::Fresh { facts } => {
                 let checkpoint = Checkpoint::create(&checkpoint_path).unwrap_or_else(|err| {
                     tracing::warn!(task_id = %task.id, error = %err, "cannot create the log checkpoint; a plugin restart may lose or repeat lines");
                     Checkpoint::in_memory(Positions::default())
                 });
-                (checkpoint, engine_secs(created))
+                (checkpoint, engine_secs(&facts.created))
             }
-            Resume::Recovered { created, .. } => match Checkpoint::resume(&checkpoint_path) {
-                Ok(Some(checkpoint)) => (checkpoint, engine_secs(created)),
+            Resume::Recovered { facts, .. } => match Checkpoint::resume(&checkpoint_path) {
+                Ok(Some(checkpoint)) => (checkpoint, engine_secs(&facts.created)),
                 outcome => {
                     if let Err(err) = outcome {
                         tracing::warn!(task_id = %task.id, error = %err, "cannot read the log checkpoint");
@@ -150,6 +184,15 @@ impl Driver {
             },
         };
         let writers = Writers::from_files(stdout, stderr).map_err(|e| fail(e.to_string()))?;
+        let facts = resume.facts();
+        let json_file = (facts.log_driver == "json-file"
+            && !facts.log_path.is_empty()
+            && engine_is_local(&self.require_config()?.plugin.endpoint))
+        .then(|| JsonFileSource {
+            path: PathBuf::from(&facts.log_path),
+            watcher: self.log_watcher(),
+            stopped: handle.container_stopped(),
+        });
         handle.logs_started(Some(holder.dir().to_path_buf()));
         let forwarding = Forwarding {
             docker: docker.clone(),
@@ -159,6 +202,7 @@ impl Driver {
             checkpoint,
             started_at_secs: not_before,
             cancel: handle.workers().clone(),
+            json_file,
         };
         let handle = Arc::clone(handle);
         tokio::spawn(async move {

@@ -136,6 +136,8 @@ pub struct Driver {
     pub(crate) pauses: sandbox::PauseContainers,
     /// The node's log FIFO holder for the configured directory.
     log_holder: std::sync::Mutex<Option<crate::logs::holder::Holder>>,
+    /// The one inotify watcher of json-file logs.
+    log_watcher: std::sync::OnceLock<Option<crate::logs::jsonfile::Watcher>>,
     /// Whether start-up work (pause container rediscovery) has run; it
     /// runs on the first Fingerprint, never on SetConfig.
     started_background: std::sync::atomic::AtomicBool,
@@ -154,6 +156,7 @@ impl Driver {
             images: Arc::default(),
             pauses: sandbox::PauseContainers::default(),
             log_holder: std::sync::Mutex::new(None),
+            log_watcher: std::sync::OnceLock::new(),
             started_background: std::sync::atomic::AtomicBool::new(false),
         }
     }

@@ -45,7 +45,7 @@ impl Driver {
         // restart (Nomad re-sends the container's whole history).
         let resume = Resume::Recovered {
             log_dir: state.log_dir.as_deref(),
-            created: &facts.created,
+            facts: &facts,
         };
         if let Err(err) = self.start_log_forwarding(&docker, &handle, resume).await {
             // As Nomad does: a task whose logs cannot be forwarded is stopped,

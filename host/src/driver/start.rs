@@ -144,9 +144,7 @@ impl Driver {
             SystemTime::now(),
         ));
         // A fresh container: forward its output from the beginning.
-        let resume = Resume::Fresh {
-            created: &facts.created,
-        };
+        let resume = Resume::Fresh { facts: &facts };
         if let Err(err) = self.start_log_forwarding(&docker, &handle, resume).await {
             let _ = docker.remove_container(&handle.container_id, true).await;
             return Err(err);

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Writers;
 use super::checkpoint::{Checkpoint, Numbering, Position, already_sent};
+use super::jsonfile::{JsonLog, Watch, Watcher};
 use crate::docker::logs::{LogMessage, LogStream, Output};
 use crate::docker::{Docker, DockerError};
 
@@ -69,6 +70,20 @@ pub struct Forwarding {
     pub started_at_secs: i64,
     /// Stops forwarding (DestroyTask, plugin shutdown).
     pub cancel: CancellationToken,
+    /// Read the engine's json-file log directly instead of the logs API.
+    pub json_file: Option<JsonFileSource>,
+}
+
+/// What reading a json-file log directly needs.
+#[derive(Debug)]
+pub struct JsonFileSource {
+    /// The engine's `LogPath` for the container.
+    pub path: std::path::PathBuf,
+    /// Wakes the reader when the file grows or rotates; without it the
+    /// reader polls.
+    pub watcher: Option<Watcher>,
+    /// Turns true when the container has stopped.
+    pub stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why forwarding ended.
@@ -229,11 +244,38 @@ pub async fn forward(forwarding: Forwarding) -> (Ended, Checkpoint) {
         mut checkpoint,
         started_at_secs,
         cancel,
+        json_file,
     } = forwarding;
     let mut sinks = [
         Sink::new(Output::Stdout, writers.stdout),
         Sink::new(Output::Stderr, writers.stderr),
     ];
+    if let Some(source) = json_file {
+        match JsonLog::open(&source.path) {
+            Ok(log) => {
+                let watch = source.watcher.as_ref().and_then(|w| match w.watch(log.dir()) {
+                    Ok(watch) => Some(watch),
+                    Err(err) => {
+                        tracing::debug!(task_id, error = %err, "cannot watch the log directory; polling it");
+                        None
+                    }
+                });
+                tracing::debug!(task_id, path = %source.path.display(), "forwarding from the json-file log");
+                let reading = JsonReading {
+                    task_id: &task_id,
+                    log,
+                    last_refresh: std::time::Instant::now(),
+                    watch,
+                    stopped: source.stopped,
+                    cancel: &cancel,
+                };
+                return reading.run(sinks, checkpoint).await;
+            }
+            Err(err) => {
+                tracing::debug!(task_id, error = %err, "cannot read the json-file log directly; using the logs API");
+            }
+        }
+    }
     let mut backoff = Duration::ZERO;
     loop {
         let since = checkpoint.positions().resume_since(started_at_secs);
@@ -279,6 +321,123 @@ pub async fn forward(forwarding: Forwarding) -> (Ended, Checkpoint) {
             () = tokio::time::sleep(backoff) => {}
             () = cancel.cancelled() => return (Ended::Cancelled, checkpoint),
         }
+    }
+}
+
+/// Forwarding from the engine's json-file log.
+struct JsonReading<'a> {
+    task_id: &'a str,
+    log: JsonLog,
+    last_refresh: std::time::Instant,
+    watch: Option<Watch>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    cancel: &'a CancellationToken,
+}
+
+/// How long to wait for a change before looking again anyway (events can
+/// be missed when the kernel's queue overflows).
+const JSON_RECHECK: Duration = Duration::from_secs(1);
+/// How often to look when no watch is possible.
+const JSON_POLL: Duration = Duration::from_millis(100);
+/// How often to look for new files while reading. The engine deletes a
+/// rotated file after `max-file - 1` further rotations (one, by default:
+/// 2 MB later, ~70 ms for a container writing flat out); a file must be
+/// opened before that.
+const JSON_REFRESH: Duration = Duration::from_millis(10);
+
+impl JsonReading<'_> {
+    async fn run(
+        mut self,
+        mut sinks: [Sink; 2],
+        mut checkpoint: Checkpoint,
+    ) -> (Ended, Checkpoint) {
+        let task_id = self.task_id;
+        let mut last_pass = false;
+        loop {
+            let mut got = self.read_into(&mut sinks, &checkpoint);
+            if !got {
+                // The newest file we know ended: a rotation may have made
+                // a newer one.
+                self.refresh();
+                got = self.read_into(&mut sinks, &checkpoint);
+            }
+            for sink in &mut sinks {
+                let flushed = tokio::select! {
+                    flushed = sink.flush(&mut checkpoint) => flushed,
+                    () = self.cancel.cancelled() => return (Ended::Cancelled, checkpoint),
+                };
+                if let Err(err) = flushed {
+                    tracing::warn!(task_id, error = %err, "cannot write to the log FIFO; log forwarding ends");
+                    return (Ended::WriteFailed, checkpoint);
+                }
+            }
+            if got {
+                continue;
+            }
+            if last_pass {
+                if self.log.skipped_lines > 0 {
+                    tracing::debug!(
+                        task_id,
+                        skipped = self.log.skipped_lines,
+                        "json-file lines that were not log messages were skipped"
+                    );
+                }
+                return (Ended::ContainerStopped, checkpoint);
+            }
+            if *self.stopped.borrow() || self.stopped.has_changed().is_err() {
+                // Everything the container wrote is in the file now: one
+                // more pass to the end.
+                last_pass = true;
+                continue;
+            }
+            let changed = async {
+                match &self.watch {
+                    Some(watch) => {
+                        let _ = tokio::time::timeout(JSON_RECHECK, watch.changed()).await;
+                    }
+                    None => tokio::time::sleep(JSON_POLL).await,
+                }
+            };
+            tokio::select! {
+                () = changed => {}
+                _ = self.stopped.changed() => {}
+                () = self.cancel.cancelled() => return (Ended::Cancelled, checkpoint),
+            }
+        }
+    }
+
+    /// Opens files a rotation created.
+    fn refresh(&mut self) {
+        if let Err(err) = self.log.refresh() {
+            tracing::debug!(task_id = self.task_id, error = %err, "cannot look for rotated log files");
+        }
+        self.last_refresh = std::time::Instant::now();
+    }
+
+    /// Moves what the file has into the sinks; false when it had nothing.
+    fn read_into(&mut self, sinks: &mut [Sink; 2], checkpoint: &Checkpoint) -> bool {
+        let mut got = false;
+        while sinks.iter().all(|s| s.batch.len() < BATCH_BYTES) {
+            if self.last_refresh.elapsed() >= JSON_REFRESH {
+                self.refresh();
+            }
+            let read = self.log.read(|message| {
+                let sink = match message.output {
+                    Output::Stdout => &mut sinks[0],
+                    Output::Stderr => &mut sinks[1],
+                };
+                sink.push(&message, checkpoint);
+            });
+            match read {
+                Ok(true) => got = true,
+                Ok(false) => break,
+                Err(err) => {
+                    tracing::debug!(task_id = self.task_id, error = %err, "reading the json-file log failed");
+                    break;
+                }
+            }
+        }
+        got
     }
 }
 

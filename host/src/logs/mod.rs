@@ -3,9 +3,10 @@
 //! Forwarding runs inside the plugin as one tokio task per running task —
 //! no helper process per task (Nomad runs two). The FIFOs are opened
 //! safely ([`fifo`]) when the task starts and kept open for its life; the
-//! forwarder ([`forward`]) follows the engine's logs API and ends after the
-//! container's last bytes, on DestroyTask, or on a terminal error (e.g. log
-//! driver `none`). Two things make a plugin crash harmless: the node's
+//! forwarder ([`forward`]) reads the engine's json-file log directly when
+//! it can ([`jsonfile`]: local engine, `json-file` driver) and follows the
+//! engine's logs API otherwise; it ends after the container's last bytes,
+//! on DestroyTask, or on a terminal error (e.g. log driver `none`). Two things make a plugin crash harmless: the node's
 //! [`holder`] keeps the FIFOs' write ends open while no plugin runs, and a
 //! [`checkpoint`] records the exact byte forwarded so the relaunched plugin
 //! resumes there.
@@ -14,6 +15,7 @@ pub mod checkpoint;
 pub mod fifo;
 pub mod forward;
 pub mod holder;
+pub mod jsonfile;
 
 use std::fs::File;
 use std::io;
