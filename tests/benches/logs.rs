@@ -489,7 +489,8 @@ fn render(ours: &[Run], theirs: &[Run], mem: &Memory) -> String {
         &mut out,
         format!(
             "Container command (both paths): `sh -c \"{}\"` — {WRITTEN} bytes of 71-byte lines to stdout \
-        as fast as it can. **wasmdock**: StartTask with log FIFOs; a thread reads the stdout FIFO like \
+        as fast as it can. **wasmdock**: StartTask with log FIFOs; the plugin reads the container's \
+        json-file log directly (local engine, the default log driver); a thread reads the stdout FIFO like \
         logmon; timed from StartTask to EOF. **Baseline**: `docker run -d` with the same log options, \
         then `docker logs -f` piped; timed from `docker run` to EOF. One warm-up of each, then {RUNS} \
         runs each, alternating. Median (min–max). MB = 10⁶ bytes; MB/s = delivered bytes / wall time.",
@@ -571,9 +572,10 @@ fn render(ours: &[Run], theirs: &[Run], mem: &Memory) -> String {
             &mut out,
             format!(
                 "**Data loss:** {} of {RUNS} wasmdock runs and {} of {RUNS} baseline runs delivered less \
-            than was written. Both paths follow the json-file log through Docker's logs API; with \
-            `max-file=2`, `max-size=2m` the daemon rotates and deletes files faster than a follower \
-            reads them. \
+            than was written. `docker logs -f` follows the json-file log through Docker's logs API; with \
+            `max-file=2`, `max-size=2m` the daemon rotates and deletes files faster than that follower \
+            reads them. wasmdock opens every log file as it appears and reads it through its own \
+            descriptor, so a rotation cannot take data from it. \
             Throughput above counts only delivered bytes.",
                 lossy(ours),
                 lossy(theirs)
