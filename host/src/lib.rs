@@ -11,7 +11,8 @@
 //!   against the hclspec schemas we publish);
 //! * [`driver`] — Nomad's driver semantics, free of gRPC and engine types;
 //! * [`docker`] — the engine adapter, the only place that knows bollard;
-//! * [`logs`] — container output forwarded into Nomad's log FIFOs.
+//! * [`logs`] — container output forwarded into Nomad's log FIFOs;
+//! * [`stats`] — task resource usage from cgroups (or Docker's stats API).
 //!
 //! Around them: [`cli`] (entry point), [`telemetry`] (hclog JSON on stderr),
 //! [`lifecycle`] (signals and shutdown) and [`dev`] (a minimal Nomad client
@@ -26,4 +27,5 @@ pub mod lifecycle;
 pub mod logs;
 pub mod plugin;
 pub mod rpc;
+pub mod stats;
 pub mod telemetry;

@@ -349,18 +349,16 @@ async fn config_survives_the_client_disconnecting_and_reconnecting() {
 }
 
 #[tokio::test]
-async fn rpcs_of_later_versions_report_unimplemented_by_name() {
+async fn task_stats_of_an_unknown_task_is_refused_cleanly() {
     let mut plugin = launch(&[], &[]).await;
     let status = DriverClient::new(plugin.channel.clone())
-        .task_stats(drivers::TaskStatsRequest::default())
+        .task_stats(drivers::TaskStatsRequest {
+            task_id: "no-such-task".to_owned(),
+            collection_interval: None,
+        })
         .await
-        .expect_err("not implemented yet");
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(
-        status.message().contains("TaskStats"),
-        "{}",
-        status.message()
-    );
+        .expect_err("unknown task");
+    assert!(status.message().contains("task not found"), "{status:?}");
     assert!(shutdown_and_wait(&mut plugin).await.success());
 }
 

@@ -7,3 +7,4 @@ mod harness;
 mod images;
 mod lifecycle;
 mod logs;
+mod stats;

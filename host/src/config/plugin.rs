@@ -82,6 +82,8 @@ pub struct PluginConfig {
     pub disable_log_collection: bool,
     /// Windows only; accepted for compatibility.
     pub windows_allow_insecure_container_admin: bool,
+    /// Where task stats come from (wasmdock only).
+    pub stats_source: StatsSource,
     /// Where the node's log FIFO holder keeps its socket and the log
     /// checkpoints (wasmdock only); empty means `/run/wasmdock` for root.
     pub run_dir: String,
@@ -120,11 +122,25 @@ impl Default for PluginConfig {
             pids_limit: 0,
             disable_log_collection: false,
             windows_allow_insecure_container_admin: false,
+            stats_source: StatsSource::Auto,
             run_dir: String::new(),
             allowed_modes: AllowedModes::default(),
             policy: PolicyConfig::default(),
         }
     }
+}
+
+/// `stats_source`: where TaskStats samples come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsSource {
+    /// The container's cgroup files, else Docker's stats API.
+    #[default]
+    Auto,
+    /// The container's cgroup files only.
+    Cgroup,
+    /// Docker's stats API only.
+    Docker,
 }
 
 /// `auth { config, helper }`
@@ -426,6 +442,7 @@ pub fn schema() -> Spec {
         attr("pids_limit", Type::Number),
         attr("disable_log_collection", Type::Bool),
         attr("windows_allow_insecure_container_admin", Type::Bool),
+        default(attr("stats_source", string()), Lit::str("auto")),
         attr("run_dir", string()),
         block(
             "allowed_modes",

@@ -24,6 +24,8 @@ pub struct ContainerFacts {
     pub image_id: String,
     /// Whether it is running.
     pub running: bool,
+    /// Host pid of its main process (0 when not running).
+    pub pid: i64,
     /// Whether it is dead.
     pub dead: bool,
     /// Exit code once stopped.
@@ -119,6 +121,7 @@ impl Docker {
                 .to_owned(),
             image_id: c.image.unwrap_or_default(),
             running: state.running.unwrap_or(false),
+            pid: state.pid.unwrap_or(0),
             dead: state.dead.unwrap_or(false),
             exit_code: state.exit_code.unwrap_or(0),
             oom_killed: state.oom_killed.unwrap_or(false),

@@ -13,6 +13,7 @@ pub mod image;
 pub mod logs;
 pub mod reference;
 pub mod spec;
+pub mod stats;
 
 use std::time::Duration;
 

@@ -41,6 +41,8 @@ pub struct TaskHandle {
     pub container_id: String,
     /// The image id of the container.
     pub image_id: String,
+    /// The task's stats sampler, shared by its TaskStats streams.
+    pub samplers: crate::stats::sampler::Samplers,
     /// The network override reported to Nomad.
     pub network: Option<DriverNetwork>,
     /// When the container was started (or adopted).
@@ -72,6 +74,7 @@ impl TaskHandle {
             task,
             container_id,
             image_id,
+            samplers: crate::stats::sampler::Samplers::default(),
             network,
             started_at,
             exit: watch::channel(None).0,

@@ -4,7 +4,7 @@
 //!
 //! One file per verb, named after Nomad's RPCs: `fingerprint`, `start`,
 //! `lifecycle` (wait, stop, destroy, inspect, signal), `recover`; `logging`
-//! runs a task's log forwarding.
+//! runs a task's log forwarding; `stats` its TaskStats streams.
 
 pub mod error;
 pub mod events;
@@ -20,6 +20,7 @@ pub mod sandbox;
 pub mod signals;
 pub mod start;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod task;
 
@@ -136,6 +137,8 @@ pub struct Driver {
     pub(crate) pauses: sandbox::PauseContainers,
     /// The node's log FIFO holder for the configured directory.
     log_holder: std::sync::Mutex<Option<crate::logs::holder::Holder>>,
+    /// Applied to every stats sample (policies replace it).
+    stats_transform: RwLock<Arc<dyn crate::stats::transform::StatsTransform>>,
     /// The one inotify watcher of json-file logs.
     log_watcher: std::sync::OnceLock<Option<crate::logs::jsonfile::Watcher>>,
     /// Whether start-up work (pause container rediscovery) has run; it
@@ -157,6 +160,7 @@ impl Driver {
             pauses: sandbox::PauseContainers::default(),
             log_holder: std::sync::Mutex::new(None),
             log_watcher: std::sync::OnceLock::new(),
+            stats_transform: RwLock::new(Arc::new(crate::stats::transform::Unchanged)),
             started_background: std::sync::atomic::AtomicBool::new(false),
         }
     }

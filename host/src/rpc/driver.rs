@@ -1,11 +1,11 @@
 //! `hashicorp.nomad.plugins.drivers.proto.Driver`: one thin function per RPC
 //! calling the driver core.
 //!
-//! TaskStats is not implemented yet and reports UNIMPLEMENTED with its name.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -34,12 +34,6 @@ impl DriverService {
         driver_server::DriverServer::new(self)
             .max_decoding_message_size(super::MAX_DECODING_MESSAGE_SIZE)
     }
-}
-
-fn not_yet<T>(rpc: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented by this version of wasmdock"
-    )))
 }
 
 #[tonic::async_trait]
@@ -207,9 +201,17 @@ impl driver_server::Driver for DriverService {
 
     async fn task_stats(
         &self,
-        _request: Request<pb::TaskStatsRequest>,
+        request: Request<pb::TaskStatsRequest>,
     ) -> Result<Response<Self::TaskStatsStream>, Status> {
-        not_yet("TaskStats")
+        let request = request.into_inner();
+        let interval = convert::duration(request.collection_interval.as_ref());
+        let samples = self.driver.task_stats(&request.task_id, interval).await?;
+        let stream = samples.map(|usage| {
+            Ok(pb::TaskStatsResponse {
+                stats: Some(convert::task_stats(&usage)),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type TaskEventsStream = BoxStream<pb::DriverTaskEvent>;
