@@ -11,6 +11,7 @@ use wasmdock_e2e::images::BUSYBOX_1;
 use wasmdock_e2e::plugin::{NODE_COMPUTE_MHZ, NODE_CORES};
 use wasmdock_e2e::task::duration;
 use wasmdock_e2e::{PluginUnderTest, Task};
+use wasmdock_host::rpc::status::recoverable_flag;
 use wasmdock_host::rpc::proto::drivers::{
     self as pb, TaskStatsRequest, TaskStatsResponse, cpu_usage, memory_usage,
 };
@@ -228,5 +229,35 @@ async fn the_stream_ends_when_the_task_exits_and_a_stopped_task_is_refused() {
         .await
         .expect_err("no stats for a stopped container");
     assert!(status.message().contains("container stopped"), "{status:?}");
+    assert_eq!(recoverable_flag(&status), Some(true), "{status:?}");
+    destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn a_recovered_task_is_sampled_from_its_cgroup_again() {
+    let mut plugin = plugin(json!({})).await;
+    let task = burner("again");
+    let handle = start(&plugin, &task).await.handle.unwrap();
+    next(&mut open(&plugin, &task, Duration::from_secs(1)).await).await;
+    plugin.restart().await.unwrap();
+    plugin
+        .driver()
+        .recover_task(task.recover_request(handle))
+        .await
+        .expect("RecoverTask");
+    let mut stream = open(&plugin, &task, Duration::from_secs(1)).await;
+    let (cpu, memory) = {
+        let stats = next(&mut stream).await;
+        let (cpu, memory) = usage(&stats);
+        (cpu.clone(), memory.clone())
+    };
+    assert!(cpu.percent > 30.0 && memory.rss > 0, "{cpu:?} {memory:?}");
+    let started: Vec<String> = plugin
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("stats sampler started"))
+        .collect();
+    assert_eq!(started.len(), 2, "located before and after the restart: {started:?}");
+    assert!(started.iter().all(|l| l.contains("\"source\":\"cgroup\"")), "{started:?}");
     destroy(&plugin, &task, true).await;
 }
