@@ -11,10 +11,10 @@ use wasmdock_e2e::images::BUSYBOX_1;
 use wasmdock_e2e::plugin::{NODE_COMPUTE_MHZ, NODE_CORES};
 use wasmdock_e2e::task::duration;
 use wasmdock_e2e::{PluginUnderTest, Task};
-use wasmdock_host::rpc::status::recoverable_flag;
 use wasmdock_host::rpc::proto::drivers::{
     self as pb, TaskStatsRequest, TaskStatsResponse, cpu_usage, memory_usage,
 };
+use wasmdock_host::rpc::status::recoverable_flag;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -257,7 +257,14 @@ async fn a_recovered_task_is_sampled_from_its_cgroup_again() {
         .into_iter()
         .filter(|l| l.contains("stats sampler started"))
         .collect();
-    assert_eq!(started.len(), 2, "located before and after the restart: {started:?}");
-    assert!(started.iter().all(|l| l.contains("\"source\":\"cgroup\"")), "{started:?}");
+    assert_eq!(
+        started.len(),
+        2,
+        "located before and after the restart: {started:?}"
+    );
+    assert!(
+        started.iter().all(|l| l.contains("\"source\":\"cgroup\"")),
+        "{started:?}"
+    );
     destroy(&plugin, &task, true).await;
 }

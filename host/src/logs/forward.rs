@@ -132,19 +132,20 @@ impl Sink {
 
     /// Adds the part of `message` not forwarded yet.
     fn push(&mut self, message: &LogMessage, checkpoint: &Checkpoint) {
-        let id = message.timestamp.map(|ts| self.numbering.next(ts));
+        self.push_body(message.timestamp, &message.body, checkpoint);
+    }
+
+    /// Adds the part of a message (stamped `timestamp`) not forwarded yet.
+    fn push_body(&mut self, timestamp: Option<i64>, body: &[u8], checkpoint: &Checkpoint) {
+        let id = timestamp.map(|ts| self.numbering.next(ts));
         let skipped = id.map_or(0, |id| {
-            already_sent(
-                checkpoint.positions().get(self.output),
-                id,
-                message.body.len(),
-            )
+            already_sent(checkpoint.positions().get(self.output), id, body.len())
         });
-        if skipped == message.body.len() {
+        if skipped == body.len() {
             return;
         }
         let start = self.batch.len();
-        self.batch.extend_from_slice(&message.body[skipped..]);
+        self.batch.extend_from_slice(&body[skipped..]);
         self.marks.push(Mark {
             start,
             end: self.batch.len(),
@@ -421,12 +422,12 @@ impl JsonReading<'_> {
             if self.last_refresh.elapsed() >= JSON_REFRESH {
                 self.refresh();
             }
-            let read = self.log.read(|message| {
-                let sink = match message.output {
+            let read = self.log.read(|output, timestamp, body| {
+                let sink = match output {
                     Output::Stdout => &mut sinks[0],
                     Output::Stderr => &mut sinks[1],
                 };
-                sink.push(&message, checkpoint);
+                sink.push_body(timestamp, body, checkpoint);
             });
             match read {
                 Ok(true) => got = true,

@@ -21,12 +21,11 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use bytes::Bytes;
 use serde::Deserialize;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
-use crate::docker::logs::{LogMessage, Output, parse_rfc3339_nanos};
+use crate::docker::logs::{Output, parse_rfc3339_nanos};
 
 /// Bytes read per call.
 const READ_BYTES: usize = 64 * 1024;
@@ -35,7 +34,7 @@ const MAX_ROTATED: usize = 9;
 /// A line longer than this without a newline is dropped (corrupt file).
 const MAX_LINE: usize = 4 * 1024 * 1024;
 
-/// One line of the file.
+/// One line of the file, for lines off the usual shape.
 #[derive(Deserialize)]
 struct Line<'a> {
     #[serde(borrow)]
@@ -44,19 +43,96 @@ struct Line<'a> {
     time: &'a str,
 }
 
-/// Parses one JSON line into a message; `None` for a line that is not one.
-pub fn parse_line(line: &[u8]) -> Option<LogMessage> {
+/// Parses one JSON line: the body goes into `body` (cleared first), the
+/// stream and timestamp are returned; `None` for a line that is not a log
+/// message. Lines of the engine's usual shape (`{"log":…,"stream":…,
+/// "time":…}`) are parsed without allocating; others (with `attrs`, say)
+/// go through serde.
+pub fn parse_line(line: &[u8], body: &mut Vec<u8>) -> Option<(Output, Option<i64>)> {
+    body.clear();
+    if let Some(parsed) = parse_usual(line, body) {
+        return Some(parsed);
+    }
+    body.clear();
     let line: Line<'_> = serde_json::from_slice(line).ok()?;
-    let output = match line.stream {
-        "stdout" => Output::Stdout,
-        "stderr" => Output::Stderr,
-        _ => return None,
-    };
-    Some(LogMessage {
-        output,
-        timestamp: parse_rfc3339_nanos(line.time),
-        body: Bytes::from(line.log.into_owned().into_bytes()),
-    })
+    let output = output(line.stream.as_bytes())?;
+    body.extend_from_slice(line.log.as_bytes());
+    Some((output, parse_rfc3339_nanos(line.time)))
+}
+
+fn output(stream: &[u8]) -> Option<Output> {
+    match stream {
+        b"stdout" => Some(Output::Stdout),
+        b"stderr" => Some(Output::Stderr),
+        _ => None,
+    }
+}
+
+/// The fast path of [`parse_line`].
+fn parse_usual(line: &[u8], body: &mut Vec<u8>) -> Option<(Output, Option<i64>)> {
+    let rest = line.strip_prefix(br#"{"log":""#)?;
+    let rest = unescape(rest, body)?;
+    let rest = rest.strip_prefix(br#","stream":""#)?;
+    let end = rest.iter().position(|b| *b == b'"')?;
+    let output = output(&rest[..end])?;
+    let rest = rest[end + 1..].strip_prefix(br#","time":""#)?;
+    let end = rest.iter().position(|b| *b == b'"')?;
+    if &rest[end + 1..] != b"}" {
+        return None;
+    }
+    let time = std::str::from_utf8(&rest[..end]).ok()?;
+    Some((output, parse_rfc3339_nanos(time)))
+}
+
+/// Decodes a JSON string body (after its opening quote) into `out`;
+/// returns what follows the closing quote.
+fn unescape<'a>(mut input: &'a [u8], out: &mut Vec<u8>) -> Option<&'a [u8]> {
+    loop {
+        let at = input.iter().position(|b| *b == b'"' || *b == b'\\')?;
+        out.extend_from_slice(&input[..at]);
+        if input[at] == b'"' {
+            return Some(&input[at + 1..]);
+        }
+        let escape = *input.get(at + 1)?;
+        input = &input[at + 2..];
+        match escape {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'"' | b'\\' | b'/' => out.push(escape),
+            b'u' => {
+                let unit = hex4(input)?;
+                input = &input[4..];
+                let ch = if (0xd800..0xdc00).contains(&unit) {
+                    // A surrogate pair: the low half follows as \uXXXX.
+                    let low = input
+                        .strip_prefix(b"\\u")
+                        .and_then(hex4)
+                        .filter(|low| (0xdc00..0xe000).contains(low));
+                    match low {
+                        Some(low) => {
+                            input = &input[6..];
+                            char::from_u32(0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00))
+                        }
+                        None => None,
+                    }
+                } else {
+                    char::from_u32(unit)
+                };
+                let ch = ch.unwrap_or(char::REPLACEMENT_CHARACTER);
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut utf8).as_bytes());
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn hex4(input: &[u8]) -> Option<u32> {
+    let digits = std::str::from_utf8(input.get(..4)?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
 }
 
 #[derive(Debug)]
@@ -81,6 +157,8 @@ pub struct JsonLog {
     /// Bytes after the last complete line of the front file.
     partial: Vec<u8>,
     buf: Vec<u8>,
+    /// The body of the line being parsed.
+    body: Vec<u8>,
     /// Lines that were not log messages.
     pub skipped_lines: u64,
 }
@@ -103,6 +181,7 @@ impl JsonLog {
             seen: HashSet::new(),
             partial: Vec::new(),
             buf: vec![0; READ_BYTES],
+            body: Vec::new(),
             skipped_lines: 0,
         };
         log.refresh()?;
@@ -157,7 +236,7 @@ impl JsonLog {
 
     /// Reads what is there (at most one chunk) and hands every complete
     /// message to `each`; false when there was nothing new.
-    pub fn read(&mut self, mut each: impl FnMut(LogMessage)) -> io::Result<bool> {
+    pub fn read(&mut self, mut each: impl FnMut(Output, Option<i64>, &[u8])) -> io::Result<bool> {
         loop {
             let Some(front) = self.files.front_mut() else {
                 return Ok(false);
@@ -181,8 +260,8 @@ impl JsonLog {
             let mut start = 0;
             while let Some(end) = self.partial[start..].iter().position(|b| *b == b'\n') {
                 let line = &self.partial[start..start + end];
-                match parse_line(line) {
-                    Some(message) => each(message),
+                match parse_line(line, &mut self.body) {
+                    Some((output, timestamp)) => each(output, timestamp, &self.body),
                     None => self.skipped_lines += 1,
                 }
                 start += end + 1;
@@ -361,17 +440,23 @@ mod tests {
 
     #[test]
     fn lines_become_messages() {
-        let m = parse_line(
-            line("stderr", "2026-11-23T00:00:00.000000001Z", "a \"q\"\n")
-                .trim_end()
-                .as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(m.output, Output::Stderr);
-        assert_eq!(m.timestamp, Some(1_795_392_000_000_000_001));
-        assert_eq!(&m.body[..], b"a \"q\"\n");
-        assert!(parse_line(b"{\"log\":\"x\",\"stream\":\"stdin\",\"time\":\"t\"}").is_none());
-        assert!(parse_line(b"not json").is_none());
+        let mut body = Vec::new();
+        let text = "a \"q\" \\ / <&> \u{2028} é 😀 \u{1}\t\n";
+        let json = line("stderr", "2026-11-23T00:00:00.000000001Z", text);
+        let parsed = parse_line(json.trim_end().as_bytes(), &mut body).unwrap();
+        assert_eq!(parsed, (Output::Stderr, Some(1_795_392_000_000_000_001)));
+        assert_eq!(std::str::from_utf8(&body).unwrap(), text);
+        // The engine's own escapes (Go's encoder) and a lone surrogate.
+        let go = br#"{"log":"\u003chi\u003e \ud83d\ude00 \ud800!\n","stream":"stdout","time":"2026-11-23T00:00:00Z"}"#;
+        assert_eq!(parse_line(go, &mut body).map(|p| p.0), Some(Output::Stdout));
+        assert_eq!(std::str::from_utf8(&body).unwrap(), "<hi> 😀 \u{fffd}!\n");
+        // Extra fields take the slow path and still parse.
+        let attrs = br#"{"log":"x\n","stream":"stdout","attrs":{"tag":"web"},"time":"2026-11-23T00:00:00Z"}"#;
+        assert!(parse_line(attrs, &mut body).is_some());
+        assert_eq!(body, b"x\n");
+        assert!(parse_line(br#"{"log":"x","stream":"stdin","time":"t"}"#, &mut body).is_none());
+        assert!(parse_line(b"not json", &mut body).is_none());
+        assert!(parse_line(br#"{"log":"unterminated"#, &mut body).is_none());
     }
 
     #[test]
@@ -386,7 +471,7 @@ mod tests {
         let mut got = Vec::new();
         let mut drain = |log: &mut JsonLog| {
             while log
-                .read(|m| got.push(String::from_utf8_lossy(&m.body).into_owned()))
+                .read(|_, _, body| got.push(String::from_utf8_lossy(body).into_owned()))
                 .unwrap()
             {}
         };
