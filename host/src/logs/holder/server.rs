@@ -256,3 +256,79 @@ fn serve(conn: OwnedFd, held: &mut Held) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::holder::{Holder, client::HolderError};
+
+    fn fifo(dir: &Path, name: &str) -> (PathBuf, File) {
+        let path = dir.join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        (path, file)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn holds_hands_back_releases_and_leaves_when_idle() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("holder");
+        let server_dir = dir.clone();
+        let server = std::thread::spawn(move || run(&server_dir, Duration::from_millis(500)));
+        let holder = Holder::new(dir.clone());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while holder.status().await.is_err() {
+            assert!(Instant::now() < deadline, "the holder comes up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, out) = fifo(base.path(), "out.fifo");
+        let (_, err) = fifo(base.path(), "err.fifo");
+        holder.put("a/web/1", &out, &err).await.unwrap();
+        assert_eq!(holder.status().await.unwrap().tasks, 1);
+        let (back_out, _) = holder.get("a/web/1").await.unwrap().expect("held");
+        assert_eq!(
+            back_out.metadata().unwrap().ino(),
+            out.metadata().unwrap().ino(),
+            "the same FIFO comes back"
+        );
+        assert!(holder.get("a/web/2").await.unwrap().is_none());
+
+        // Only FIFOs are accepted.
+        let plain = tempfile::tempfile().unwrap();
+        let refused = holder.put("a/web/3", &plain, &plain).await.unwrap_err();
+        assert!(
+            matches!(&refused, HolderError::Refused { message, .. } if message.contains("FIFOs only")),
+            "{refused}"
+        );
+
+        holder.release("a/web/1").await.unwrap();
+        assert_eq!(holder.status().await.unwrap().tasks, 0);
+        let exited = tokio::task::spawn_blocking(move || server.join())
+            .await
+            .unwrap();
+        assert!(matches!(exited, Ok(Ok(()))), "{exited:?}");
+        assert!(!dir.join(SOCKET).exists(), "the socket is gone with it");
+        assert!(holder.release("a/web/1").await.is_ok(), "no holder is fine");
+    }
+
+    #[test]
+    fn fifos_removed_from_their_allocation_are_dropped() {
+        let base = tempfile::tempdir().unwrap();
+        let (path, out) = fifo(base.path(), "out.fifo");
+        let (_, err) = fifo(base.path(), "err.fifo");
+        let mut held = Held::default();
+        let (reply, _) = held.handle(
+            Request::Put {
+                task: "t".to_owned(),
+            },
+            vec![out.into(), err.into()],
+        );
+        assert!(reply.ok, "{reply:?}");
+        held.sweep();
+        assert_eq!(held.tasks.len(), 1, "still linked");
+        std::fs::remove_file(path).unwrap();
+        std::fs::remove_file(base.path().join("err.fifo")).unwrap();
+        held.sweep();
+        assert!(held.tasks.is_empty(), "both FIFOs were removed");
+    }
+}
