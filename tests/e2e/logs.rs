@@ -11,7 +11,9 @@ use tonic::Code;
 use wasmdock_e2e::calls::{destroy, exit_code, plugin, start, start_err};
 use wasmdock_e2e::docker;
 use wasmdock_e2e::images::BUSYBOX_1;
-use wasmdock_e2e::{PluginUnderTest, TaskBuilder};
+use wasmdock_e2e::task::FifoReader;
+use wasmdock_e2e::{PluginUnderTest, Task, TaskBuilder};
+use wasmdock_host::rpc::proto::drivers::TaskHandle;
 use wasmdock_host::rpc::status::recoverable_flag;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -292,7 +294,7 @@ fn sequence(prefix: &str, n: usize) -> String {
 }
 
 /// A task printing `out-<i>` and `err-<i>` for i below `n`, `pause` apart.
-fn counting_task(name: &str, n: usize, pause_us: u32) -> wasmdock_e2e::Task {
+fn counting_task(name: &str, n: usize, pause_us: u32) -> Task {
     let script = format!(
         "i=0; while [ $i -lt {n} ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); usleep {pause_us}; done"
     );
@@ -303,6 +305,37 @@ fn counting_task(name: &str, n: usize, pause_us: u32) -> wasmdock_e2e::Task {
     .log_fifos()
     .build()
     .unwrap()
+}
+
+/// SIGKILLs the plugin and leaves it down for `down`.
+async fn crash(plugin: &mut PluginUnderTest, down: Duration) {
+    plugin.kill().await.unwrap();
+    tokio::time::sleep(down).await;
+}
+
+/// Relaunches the plugin and recovers `task` from its StartTask handle.
+async fn relaunch_and_recover(plugin: &mut PluginUnderTest, task: &Task, handle: TaskHandle) {
+    plugin.relaunch().await.unwrap();
+    plugin
+        .driver()
+        .recover_task(task.recover_request(handle))
+        .await
+        .expect("RecoverTask");
+}
+
+/// After the task exited: both FIFOs carry `out-0…` and `err-0…` up to
+/// `n - 1`, each line exactly once.
+async fn assert_counted(
+    plugin: &PluginUnderTest,
+    task: &Task,
+    (stdout, stderr): (&FifoReader, &FifoReader),
+    n: usize,
+) {
+    assert_eq!(exit_code(plugin, task).await, 0);
+    let last = format!("err-{}\n", n - 1);
+    assert!(stderr.wait_for(&last, WAIT).await, "{:?}", stderr.text());
+    assert_eq!(stdout.text(), sequence("out", n));
+    assert_eq!(stderr.text(), sequence("err", n));
 }
 
 #[tokio::test]
@@ -317,29 +350,15 @@ async fn a_plugin_sigkill_loses_and_repeats_no_line() {
         stdout.text()
     );
 
-    plugin.kill().await.unwrap();
     // The container keeps writing while no plugin runs.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    crash(&mut plugin, Duration::from_secs(1)).await;
     assert!(
         !stdout.ended() && !stderr.ended(),
         "the holder kept the FIFOs open, so logmon keeps reading"
     );
     assert_eq!(plugin.log_holder().status().await.unwrap().tasks, 1);
-    plugin.relaunch().await.unwrap();
-    plugin
-        .driver()
-        .recover_task(task.recover_request(handle))
-        .await
-        .expect("RecoverTask");
-
-    assert_eq!(exit_code(&plugin, &task).await, 0);
-    assert!(
-        stderr.wait_for("err-299\n", WAIT).await,
-        "{:?}",
-        stderr.text()
-    );
-    assert_eq!(stdout.text(), sequence("out", 300));
-    assert_eq!(stderr.text(), sequence("err", 300));
+    relaunch_and_recover(&mut plugin, &task, handle).await;
+    assert_counted(&plugin, &task, (&stdout, &stderr), 300).await;
     assert!(
         plugin
             .wait_for_stderr("task recovered", WAIT)
@@ -365,20 +384,13 @@ async fn lines_written_while_no_plugin_ran_arrive_once_after_recovery() {
         "{:?}",
         stdout.text()
     );
-    plugin.kill().await.unwrap();
     // The container finishes while no plugin runs.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let text_while_down = stdout.text();
+    crash(&mut plugin, Duration::from_secs(3)).await;
     assert!(
-        !text_while_down.contains("out-79\n"),
+        !stdout.text().contains("out-79\n"),
         "nothing forwarded while down"
     );
-    plugin.relaunch().await.unwrap();
-    plugin
-        .driver()
-        .recover_task(task.recover_request(handle))
-        .await
-        .expect("RecoverTask");
+    relaunch_and_recover(&mut plugin, &task, handle).await;
     assert_eq!(exit_code(&plugin, &task).await, 0);
     // The exit is reported after the last lines were forwarded.
     assert_eq!(stdout.text(), sequence("out", 80));
@@ -509,21 +521,8 @@ async fn other_log_drivers_go_through_the_logs_api_and_resume_exactly() {
             .any(|l| l.contains("forwarding from the json-file log")),
         "the local driver is read through the API"
     );
-    plugin.kill().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    plugin.relaunch().await.unwrap();
-    plugin
-        .driver()
-        .recover_task(task.recover_request(handle))
-        .await
-        .expect("RecoverTask");
-    assert_eq!(exit_code(&plugin, &task).await, 0);
-    assert!(
-        stderr.wait_for("err-149\n", WAIT).await,
-        "{:?}",
-        stderr.text()
-    );
-    assert_eq!(stdout.text(), sequence("out", 150));
-    assert_eq!(stderr.text(), sequence("err", 150));
+    crash(&mut plugin, Duration::from_millis(700)).await;
+    relaunch_and_recover(&mut plugin, &task, handle).await;
+    assert_counted(&plugin, &task, (&stdout, &stderr), 150).await;
     destroy(&plugin, &task, true).await;
 }
