@@ -12,7 +12,8 @@
 //! * [`driver`] — Nomad's driver semantics, free of gRPC and engine types;
 //! * [`docker`] — the engine adapter, the only place that knows bollard;
 //! * [`logs`] — container output forwarded into Nomad's log FIFOs;
-//! * [`stats`] — task resource usage from cgroups (or Docker's stats API).
+//! * [`stats`] — task resource usage from cgroups (or Docker's stats API);
+//! * [`reconciler`] — removal of dangling containers no task tracks.
 //!
 //! Around them: [`cli`] (entry point), [`telemetry`] (hclog JSON on stderr),
 //! [`lifecycle`] (signals and shutdown) and [`dev`] (a minimal Nomad client
@@ -26,6 +27,7 @@ pub mod driver;
 pub mod lifecycle;
 pub mod logs;
 pub mod plugin;
+pub mod reconciler;
 pub mod rpc;
 pub mod stats;
 pub mod telemetry;

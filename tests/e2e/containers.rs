@@ -12,23 +12,11 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 use wasmdock_e2e::calls::{destroy, first_fingerprint, plugin, start};
 use wasmdock_e2e::docker::{self, docker};
-use wasmdock_e2e::images::{self, BUSYBOX_1};
+use wasmdock_e2e::images::{BUSYBOX_1, sleeper_image};
 use wasmdock_e2e::{Alloc, PluginUnderTest, TaskBuilder};
 use wasmdock_host::rpc::proto::drivers::{
     self as pb, CreateNetworkRequest, DestroyNetworkRequest, fingerprint_response::HealthState,
 };
-
-/// An image that keeps running (a pause container's job).
-fn sleeper_image() -> String {
-    let reference = "wasmdock-test/busybox:sleeper";
-    images::build_derived_image(
-        reference,
-        images::busybox(),
-        &[r#"CMD ["sleep", "1000000"]"#.to_owned()],
-    )
-    .expect("sleeper image");
-    reference.to_owned()
-}
 
 #[tokio::test]
 async fn create_network_makes_one_pause_container_per_alloc_that_tasks_join() {

@@ -294,3 +294,16 @@ fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     }
     format!("{hash:016x}")
 }
+
+/// An image whose default command keeps running (a pause container's job),
+/// built from busybox once per engine.
+pub fn sleeper_image() -> String {
+    let reference = "wasmdock-test/busybox:sleeper";
+    build_derived_image(
+        reference,
+        busybox(),
+        &[r#"CMD ["sleep", "1000000"]"#.to_owned()],
+    )
+    .expect("sleeper image");
+    reference.to_owned()
+}

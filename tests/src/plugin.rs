@@ -203,12 +203,25 @@ impl PluginUnderTest {
             ),
         ];
         all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        // A private log holder per plugin, so tests can watch theirs.
+        // A private log holder per plugin, so tests can watch theirs; and no
+        // dangling-container reconciler unless a test asks for one: it looks
+        // at every container of the engine, other tests' included.
         let mut config = config;
         if let Some(object) = config.as_object_mut() {
             object
                 .entry("run_dir")
                 .or_insert_with(|| socket_dir.path().join("run").to_string_lossy().into());
+            let gc = object.entry("gc").or_insert_with(|| serde_json::json!({}));
+            if let Some(gc) = gc.as_object_mut() {
+                let dangling = gc
+                    .entry("dangling_containers")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(dangling) = dangling.as_object_mut() {
+                    dangling
+                        .entry("enabled")
+                        .or_insert(serde_json::Value::Bool(false));
+                }
+            }
         }
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let plugin = launch_configured(&args, &all_env, &config, &stderr).await?;

@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use tokio_stream::StreamExt as _;
 
 use super::{CALL_TIMEOUT, Docker, DockerError, Result, bounded};
+use crate::reconciler::plan::Candidate;
 
 /// What the driver needs to know about a container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -190,6 +191,59 @@ impl Docker {
             .v(force)
             .build();
         bounded(CALL_TIMEOUT, self.api().remove_container(id, Some(options))).await
+    }
+
+    /// Every running container, as the reconciler sees it (no inspect: the
+    /// environment is left unknown).
+    pub async fn list_running(&self, timeout: std::time::Duration) -> Result<Vec<Candidate>> {
+        let options = ListContainersOptionsBuilder::new().all(false).build();
+        let list = bounded(timeout, self.api().list_containers(Some(options))).await?;
+        Ok(list
+            .into_iter()
+            .map(|c| Candidate {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                env: None,
+                mounts: c
+                    .mounts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|m| m.destination)
+                    .collect(),
+                created: c.created.unwrap_or(0),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// A container's environment (`K=V`).
+    pub async fn container_env(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>> {
+        let c = bounded(timeout, self.api().inspect_container(id, None)).await?;
+        Ok(c.config.and_then(|config| config.env).unwrap_or_default())
+    }
+
+    /// Removes a container (forced, with its anonymous volumes) within `timeout`.
+    pub async fn remove_container_within(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        bounded(timeout, self.api().remove_container(id, Some(options))).await
     }
 
     /// Lists containers carrying `label` (`key` or `key=value`); all states

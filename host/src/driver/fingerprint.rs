@@ -71,7 +71,7 @@ impl History {
 
 impl Driver {
     /// Checks the engine once and builds the fingerprint.
-    pub async fn fingerprint(&self) -> Fingerprint {
+    pub async fn fingerprint(self: &std::sync::Arc<Self>) -> Fingerprint {
         let name = self.name().to_owned();
         let key = |suffix: &str| format!("driver.{name}.{suffix}");
         let config = self

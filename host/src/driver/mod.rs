@@ -141,8 +141,10 @@ pub struct Driver {
     stats_transform: RwLock<Arc<dyn crate::stats::transform::StatsTransform>>,
     /// The one inotify watcher of json-file logs.
     log_watcher: std::sync::OnceLock<Option<crate::logs::jsonfile::Watcher>>,
-    /// Whether start-up work (pause container rediscovery) has run; it
-    /// runs on the first Fingerprint, never on SetConfig.
+    /// Cancels background work at shutdown.
+    background: tokio_util::sync::CancellationToken,
+    /// Whether start-up work (pause container rediscovery, the reconciler)
+    /// has run; it runs on the first Fingerprint, never on SetConfig.
     started_background: std::sync::atomic::AtomicBool,
 }
 
@@ -161,6 +163,7 @@ impl Driver {
             log_holder: std::sync::Mutex::new(None),
             log_watcher: std::sync::OnceLock::new(),
             stats_transform: RwLock::new(Arc::new(crate::stats::transform::Unchanged)),
+            background: tokio_util::sync::CancellationToken::new(),
             started_background: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -249,7 +252,7 @@ impl Driver {
 
     /// Start-up work of the long-lived plugin process, run once from the
     /// first Fingerprint (SetConfig also runs on throwaway processes).
-    pub(crate) async fn start_background_once(&self) {
+    pub(crate) async fn start_background_once(self: &Arc<Self>) {
         if self
             .started_background
             .swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -257,6 +260,15 @@ impl Driver {
             return;
         }
         self.rediscover_pause_containers().await;
+        tokio::spawn(crate::reconciler::run(
+            Arc::clone(self),
+            self.background.child_token(),
+        ));
+    }
+
+    /// Stops background work (the reconciler); the plugin is going away.
+    pub fn stop_background(&self) {
+        self.background.cancel();
     }
 
     /// Forgets the engine connection (after the engine went away), so the

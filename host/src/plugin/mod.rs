@@ -79,6 +79,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     );
 
     shutdown.wait().await;
+    driver.stop_background();
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(err))) => tracing::warn!(

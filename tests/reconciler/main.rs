@@ -1,0 +1,239 @@
+//! The dangling-container reconciler against a real engine.
+//!
+//! A separate test binary: the reconciler looks at every running container
+//! of the engine, so these tests must not run beside other tests' tasks
+//! (cargo runs test binaries one after another). Before anything, the
+//! tests refuse to run when the engine already has running containers
+//! labelled as Nomad's that they did not create — the reconciler would
+//! remove them, and they may be a real Nomad client's.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wasmdock_e2e::calls::{destroy, first_fingerprint, start};
+use wasmdock_e2e::docker::{self, docker};
+use wasmdock_e2e::ids::{run_id, uuid_v4};
+use wasmdock_e2e::images::{self, BUSYBOX_1, sleeper_image};
+use wasmdock_e2e::{Alloc, Cleanup, PluginUnderTest, TaskBuilder};
+use wasmdock_host::reconciler::TEST_TIMING_ENV;
+use wasmdock_host::rpc::proto::drivers::CreateNetworkRequest;
+
+const ALLOC_LABEL: &str = "com.hashicorp.nomad.alloc_id";
+/// Passes every second, containers older than two seconds are fair game.
+const TIMING: &str = "period=1s,creation_grace=2s";
+
+/// One reconciler at a time: each would remove the other test's strays.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn refuse_foreign_nomad_containers() {
+    let label = format!("label={ALLOC_LABEL}");
+    let running = docker(&["ps", "-q", "--no-trunc", "--filter", &label]).unwrap_or_default();
+    let ids: Vec<&str> = running.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        ids.is_empty(),
+        "running containers labelled {ALLOC_LABEL} exist before the test: {ids:?}. \
+         The reconciler under test would remove them (they may be a real Nomad client's); \
+         stop them or run on a clean engine."
+    );
+}
+
+async fn reconciling_plugin(dry_run: bool) -> PluginUnderTest {
+    images::busybox();
+    refuse_foreign_nomad_containers();
+    let config = json!({
+        "infra_image": sleeper_image(),
+        "gc": { "dangling_containers": { "enabled": true, "dry_run": dry_run } },
+    });
+    let plugin = PluginUnderTest::start_with_env(config, "wasmdock", &[(TEST_TIMING_ENV, TIMING)])
+        .await
+        .expect("plugin starts");
+    // The reconciler starts on the first Fingerprint, never before, and
+    // only once.
+    let started = |plugin: &PluginUnderTest| {
+        plugin
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("dangling-container reconciler started"))
+            .count()
+    };
+    assert_eq!(started(&plugin), 0, "SetConfig and Init start nothing");
+    first_fingerprint(&plugin).await;
+    first_fingerprint(&plugin).await;
+    assert!(
+        plugin
+            .wait_for_stderr(
+                "dangling-container reconciler started",
+                Duration::from_secs(10)
+            )
+            .await
+            .is_some()
+    );
+    assert_eq!(started(&plugin), 1, "started once");
+    plugin
+}
+
+/// `docker run -d` of a sleeper named `name` with extra `args`; returns its id.
+fn run_container(cleanup: &Cleanup, name: &str, args: &[&str]) -> String {
+    let full = format!("wasmdock-e2e-{}-{name}", run_id());
+    let mut command = vec![
+        "run",
+        "-d",
+        "--name",
+        &full,
+        "--label",
+        "wasmdock.e2e.run=1",
+    ];
+    command.extend_from_slice(args);
+    command.extend_from_slice(&[BUSYBOX_1, "sleep", "1000"]);
+    let id = docker(&command).expect("docker run").trim().to_owned();
+    cleanup.container(&id);
+    id
+}
+
+fn exists(id: &str) -> bool {
+    docker::container_inspect(id).unwrap().is_some()
+}
+
+async fn gone_within(id: &str, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if !exists(id) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn dangling_containers_go_and_everything_else_stays() {
+    let _serial = SERIAL.lock().await;
+    let plugin = reconciling_plugin(false).await;
+    let cleanup = Cleanup::new();
+    let alloc = uuid_v4();
+
+    // Removed: an untracked running container with Nomad's label, and a
+    // legacy-shaped one (mounts, <task>-<alloc id> name, NOMAD_ALLOC_ID).
+    let labelled = run_container(
+        &cleanup,
+        "labelled",
+        &["--label", &format!("{ALLOC_LABEL}={alloc}")],
+    );
+    let mounts = tempfile::tempdir().unwrap();
+    let mount_args: Vec<String> = ["alloc", "local", "secrets"]
+        .iter()
+        .map(|d| format!("{}:/{d}", mounts.path().display()))
+        .collect();
+    let legacy_uuid = uuid_v4();
+    let legacy_name = format!("wasmdock-e2e-{}-legacy-{legacy_uuid}", run_id());
+    let env = format!("NOMAD_ALLOC_ID={legacy_uuid}");
+    let mut legacy_args = vec!["run", "-d", "--name", &legacy_name, "-e", &env];
+    for arg in &mount_args {
+        legacy_args.extend_from_slice(&["-v", arg]);
+    }
+    legacy_args.extend_from_slice(&[BUSYBOX_1, "sleep", "1000"]);
+    let legacy = docker(&legacy_args).expect("docker run").trim().to_owned();
+    cleanup.container(&legacy);
+
+    // Kept: the same shape without the environment, an unrelated
+    // container, a stopped labelled one, a tracked task and a pause
+    // container.
+    let lookalike_name = format!("wasmdock-e2e-{}-lookalike-{}", run_id(), uuid_v4());
+    let mut lookalike_args = vec!["run", "-d", "--name", &lookalike_name];
+    for arg in &mount_args {
+        lookalike_args.extend_from_slice(&["-v", arg]);
+    }
+    lookalike_args.extend_from_slice(&[BUSYBOX_1, "sleep", "1000"]);
+    let lookalike = docker(&lookalike_args)
+        .expect("docker run")
+        .trim()
+        .to_owned();
+    cleanup.container(&lookalike);
+    let unrelated = run_container(&cleanup, "unrelated", &[]);
+    let stopped = run_container(
+        &cleanup,
+        "stopped",
+        &["--label", &format!("{ALLOC_LABEL}={}", uuid_v4())],
+    );
+    docker(&["stop", "-t", "0", &stopped]).expect("docker stop");
+
+    let task = TaskBuilder::new(
+        "tracked",
+        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
+    )
+    .build()
+    .unwrap();
+    start(&plugin, &task).await;
+    let pause_alloc = Alloc::new().unwrap();
+    let spec = plugin
+        .driver()
+        .create_network(CreateNetworkRequest {
+            alloc_id: pause_alloc.id().to_owned(),
+            hostname: "reconciled".to_owned(),
+        })
+        .await
+        .expect("CreateNetwork")
+        .into_inner()
+        .isolation_spec
+        .expect("a spec");
+    let pause = spec.labels["docker_sandbox_container_id"].clone();
+
+    assert!(
+        gone_within(&labelled, Duration::from_secs(20)).await,
+        "the labelled stray is removed"
+    );
+    assert!(
+        gone_within(&legacy, Duration::from_secs(20)).await,
+        "the legacy-shaped stray is removed"
+    );
+    // A few more passes, then nothing else may have gone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (what, id) in [
+        ("the look-alike without NOMAD_ALLOC_ID", &lookalike),
+        ("the unrelated container", &unrelated),
+        ("the stopped container", &stopped),
+        ("the pause container", &pause),
+    ] {
+        assert!(exists(id), "{what} was kept");
+    }
+    assert!(
+        docker::container_inspect(&task.container_name())
+            .unwrap()
+            .is_some(),
+        "the tracked task's container was kept"
+    );
+    let removal = plugin
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("removed dangling container") && l.contains(&labelled))
+        .expect("the removal is logged");
+    for field in [
+        "\"name\"",
+        "\"age_secs\"",
+        "\"rule\":\"label com.hashicorp.nomad.alloc_id\"",
+    ] {
+        assert!(removal.contains(field), "{field} in {removal}");
+    }
+    destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn dry_run_removes_nothing_and_says_what_it_would_remove() {
+    let _serial = SERIAL.lock().await;
+    let plugin = reconciling_plugin(true).await;
+    let cleanup = Cleanup::new();
+    let stray = run_container(
+        &cleanup,
+        "dry",
+        &["--label", &format!("{ALLOC_LABEL}={}", uuid_v4())],
+    );
+    let line = plugin
+        .wait_for_stderr("dry run: not removed", Duration::from_secs(20))
+        .await;
+    assert!(
+        line.is_some_and(|l| l.contains(&stray)),
+        "the would-be removal is logged"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(exists(&stray), "dry run removed nothing");
+}
