@@ -21,10 +21,12 @@ build-guests:
 test:
 	bash scripts/test.sh
 
-# Benchmarks measure against baselines (docker logs -f) and write
-# BENCHMARKS.md; they need Docker and never run in `make test`.
+# Benchmarks measure against baselines (docker logs -f, docker stats) and
+# each rewrites its own section of BENCHMARKS.md; they need Docker and an
+# otherwise idle machine, and never run in `make test`.
 bench:
 	cargo bench -p wasmdock-e2e --bench logs
+	cargo bench -p wasmdock-e2e --bench stats
 
 demo:
 	bash scripts/demo.sh

@@ -3,25 +3,29 @@
 //! docker_logger uses), on the same container command, alternating in one
 //! run; then the plugin's memory and helper processes per forwarding task.
 //!
-//! Run with `make bench` (`cargo bench -p wasmdock-e2e --bench logs`). It
-//! prints a Markdown report and writes it to `BENCHMARKS.md`. Unless
-//! `WASMDOCK_E2E_PLUGIN` names a binary, it builds the plugin with
-//! `--release` and re-runs itself with that variable set, so the plugin
-//! measured is an optimised build.
+//! Run with `make bench` (every bench) or `cargo bench -p wasmdock-e2e
+//! --bench logs` (this one). It prints a Markdown section and writes it
+//! into `BENCHMARKS.md` between the `bench:logs` markers, leaving the other
+//! benches' sections alone. Unless `WASMDOCK_E2E_PLUGIN` names a binary, it
+//! builds the plugin with `--release` and re-runs itself with that variable
+//! set, so the plugin measured is an optimised build (see
+//! `wasmdock_e2e::bench`).
 
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use wasmdock_e2e::bench::{
+    self, DaemonCpu, all_pids, cpu_seconds, date, met, stat_fields, stats, vm_rss_kib,
+};
 use wasmdock_e2e::calls::{destroy, plugin, start, wait};
 use wasmdock_e2e::images::BUSYBOX_1;
-use wasmdock_e2e::plugin::{PLUGIN_BINARY_ENV, workspace_root};
-use wasmdock_e2e::{Cleanup, PluginUnderTest, Task, TaskBuilder, require_docker, run_id};
+use wasmdock_e2e::{Cleanup, PluginUnderTest, Task, TaskBuilder, run_id};
 
 /// Bytes the container writes to stdout.
 const WRITTEN: u64 = 50_000_000;
@@ -42,63 +46,7 @@ fn script() -> String {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os(PLUGIN_BINARY_ENV).is_none() {
-        return reexec_with_release_plugin();
-    }
-    require_docker();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let report = runtime.block_on(bench());
-    let path = workspace_root().join("BENCHMARKS.md");
-    std::fs::write(&path, &report).expect("write BENCHMARKS.md");
-    print_report(&report);
-    eprintln!("wrote {}", path.display());
-    ExitCode::SUCCESS
-}
-
-#[expect(
-    clippy::print_stdout,
-    reason = "a harness = false bench reports on stdout"
-)]
-fn print_report(report: &str) {
-    print!("{report}");
-}
-
-/// Builds the plugin in release mode and runs this bench again with
-/// `WASMDOCK_E2E_PLUGIN` pointing at it; returns its exit status.
-fn reexec_with_release_plugin() -> ExitCode {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "wasmdock-host",
-            "--bin",
-            "nomad-driver-wasmdock",
-        ])
-        .current_dir(workspace_root())
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release of the plugin failed"
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    let binary = target.join("release/nomad-driver-wasmdock");
-    let status = Command::new(std::env::current_exe().expect("current exe"))
-        .args(std::env::args_os().skip(1))
-        .env(PLUGIN_BINARY_ENV, &binary)
-        .status()
-        .expect("re-run the bench");
-    if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    bench::main("logs", bench)
 }
 
 /// One measured run of one path.
@@ -121,82 +69,11 @@ impl Run {
     }
 }
 
-/// Engine daemons' CPU seconds so far.
-#[derive(Debug, Clone, Copy)]
-struct DaemonCpu {
-    dockerd: f64,
-    containerd: f64,
-}
-
-impl DaemonCpu {
-    fn now() -> Self {
-        Self {
-            dockerd: pids_of("dockerd").iter().map(|&p| cpu_seconds(p)).sum(),
-            containerd: pids_of("containerd").iter().map(|&p| cpu_seconds(p)).sum(),
-        }
-    }
-    fn since(self, before: Self) -> (f64, f64) {
-        (
-            self.dockerd - before.dockerd,
-            self.containerd - before.containerd,
-        )
-    }
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// Fields after the `comm` of /proc/<pid>/stat (field 3 is index 0).
-fn stat_fields(pid: u32) -> Vec<String> {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Vec::new();
-    };
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    rest.split_whitespace().map(str::to_owned).collect()
-}
-
-/// utime + stime of `pid` in seconds (0 if it is gone).
-fn cpu_seconds(pid: u32) -> f64 {
-    let fields = stat_fields(pid);
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) as f64 / clock_ticks()
-}
-
-fn pids_of(name: &str) -> Vec<u32> {
-    Command::new("pidof")
-        .arg(name)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Processes whose parent is `parent`, except the node's log FIFO holder
 /// (one per node, counted apart).
 fn children_of(parent: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|&pid| stat_fields(pid).get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent))
         .filter(|&pid| !is_log_holder(pid))
         .count()
@@ -205,17 +82,6 @@ fn children_of(parent: u32) -> usize {
 fn is_log_holder(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"log-holder"))
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Reads a FIFO like logmon (open, read to EOF, count, keep nothing);
@@ -322,18 +188,6 @@ fn baseline_run(index: usize) -> Run {
     }
 }
 
-/// Median, min and max.
-fn stats(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
-fn cell(values: impl Iterator<Item = f64>, digits: usize) -> String {
-    let (median, min, max) = stats(values);
-    format!("{median:.digits$} ({min:.digits$}–{max:.digits$})")
-}
-
 struct Memory {
     before_kib: u64,
     after_kib: u64,
@@ -394,26 +248,6 @@ async fn memory(plugin: &PluginUnderTest) -> Memory {
     }
 }
 
-fn shell(command: &str, args: &[&str]) -> String {
-    Command::new(command)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|err| format!("({command}: {err})"))
-}
-
-fn cgroup_version() -> &'static str {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "v2"
-    } else {
-        "v1"
-    }
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok { "**met**" } else { "**not met**" }
-}
-
 async fn bench() -> String {
     let plugin = plugin(json!({})).await;
     eprintln!("warm-up…");
@@ -449,41 +283,20 @@ fn render(ours: &[Run], theirs: &[Run], mem: &Memory) -> String {
         let _ = writeln!(out, "{line}");
     };
 
-    w(&mut out, "# Benchmarks: log forwarding".into());
+    w(&mut out, "## Log forwarding".into());
     w(&mut out, String::new());
     w(
         &mut out,
-        "Produced by `make bench` (`cargo bench -p wasmdock-e2e --bench logs`); \
-        this file is overwritten by every run."
-            .into(),
+        "Produced by `cargo bench -p wasmdock-e2e --bench logs` (part of `make bench`).".into(),
     );
     w(&mut out, String::new());
-    w(
-        &mut out,
-        format!(
-            "- Machine: `{}`, {} cores",
-            shell("uname", &["-srm"]),
-            shell("nproc", &[])
-        ),
-    );
-    w(
-        &mut out,
-        format!(
-            "- Docker server {}, cgroup {}",
-            require_docker(),
-            cgroup_version()
-        ),
-    );
-    w(
-        &mut out,
-        format!("- Date: {}", shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
-    );
+    w(&mut out, format!("- Date: {}", date()));
     w(
         &mut out,
         "- Plugin: release build, default config (`json-file`, `max-file=2`, `max-size=2m`)".into(),
     );
     w(&mut out, String::new());
-    w(&mut out, "## Throughput".into());
+    w(&mut out, "### Throughput".into());
     w(&mut out, String::new());
     w(
         &mut out,
@@ -504,18 +317,11 @@ fn render(ours: &[Run], theirs: &[Run], mem: &Memory) -> String {
     );
     w(&mut out, "|---|---|---|---|".into());
     let row = |out: &mut String, label: &str, f: &dyn Fn(&Run) -> f64, d: usize, ratio: bool| {
-        let (a, _, _) = stats(ours.iter().map(f));
-        let (b, _, _) = stats(theirs.iter().map(f));
-        let r = if ratio {
-            format!("{:.2}×", a / b)
-        } else {
-            "—".into()
-        };
+        let columns = [ours.iter().map(f).collect(), theirs.iter().map(f).collect()];
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {r} |",
-            cell(ours.iter().map(f), d),
-            cell(theirs.iter().map(f), d)
+            "{}",
+            bench::row(label, &columns, d, ratio.then_some(2))
         );
     };
     row(&mut out, "Delivered MB/s", &Run::mb_per_s, 1, true);
@@ -593,7 +399,7 @@ fn render(ours: &[Run], theirs: &[Run], mem: &Memory) -> String {
     w(&mut out, String::new());
     w(
         &mut out,
-        "## Memory and helper processes per forwarding task".into(),
+        "### Memory and helper processes per forwarding task".into(),
     );
     w(&mut out, String::new());
     w(
@@ -636,7 +442,7 @@ fn render(ours: &[Run], theirs: &[Run], mem: &Memory) -> String {
         ),
     );
     w(&mut out, String::new());
-    w(&mut out, "## Goals".into());
+    w(&mut out, "### Goals".into());
     w(&mut out, String::new());
     w(
         &mut out,

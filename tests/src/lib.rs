@@ -10,10 +10,13 @@
 //!   configured: [`plugin::PluginUnderTest`];
 //! * [`task`] — the `TaskConfig` Nomad would send, with a real alloc dir;
 //! * [`cleanup`] — a guard that removes what a test created;
-//! * [`calls`] — the driver calls tests make most (start, wait, destroy).
+//! * [`calls`] — the driver calls tests make most (start, wait, destroy);
+//! * [`bench`] — what the benches share: /proc accounting, Markdown cells
+//!   and the per-bench sections of `BENCHMARKS.md`.
 //!
 //! Everything a test creates carries the process's [`run_id`].
 
+pub mod bench;
 pub mod calls;
 pub mod cleanup;
 pub mod docker;
