@@ -214,19 +214,18 @@ impl Sampling {
 
     async fn sample_cgroup(&self, cgroup: Cgroup) -> Stop {
         let task_id = &self.handle.task.id;
-        let read = || {
-            let cgroup = cgroup.clone();
-            async move {
-                tokio::task::spawn_blocking(move || cgroup.read())
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|r| r)
+        // Small kernel-generated files: read in place, no blocking pool.
+        let mut files = match cgroup.open() {
+            Ok(files) => files,
+            Err(err) => {
+                tracing::warn!(task_id, error = %err, "cannot open the container's cgroup files");
+                return Stop::CgroupFailed;
             }
         };
         let mut previous: Option<Counters> = None;
         let mut failures = 0u32;
         loop {
-            let delay = match read().await {
+            let delay = match files.read() {
                 Ok(current) => {
                     failures = 0;
                     if let Some(previous) = &previous {

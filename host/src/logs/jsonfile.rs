@@ -202,6 +202,15 @@ impl JsonLog {
     /// Opens files that appeared since the last look (a rotation made a new
     /// current file). Older rotated files come first.
     pub fn refresh(&mut self) -> io::Result<()> {
+        // The common case, cheaply: the current file is still the newest
+        // one we hold, so nothing rotated since the last look.
+        if let (Ok(meta), Some(newest)) = (
+            std::fs::metadata(self.dir.join(&self.name)),
+            self.files.back(),
+        ) && (meta.dev(), meta.ino()) == newest.id
+        {
+            return Ok(());
+        }
         let mut found = Vec::new();
         let mut present = HashSet::new();
         for k in (0..=MAX_ROTATED).rev() {

@@ -7,7 +7,9 @@
 //! `/sys/fs/cgroup` and checked once; a plugin inside a cgroup namespace
 //! that cannot see them falls back to the engine's stats API.
 
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -119,58 +121,139 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-fn read(path: &Path) -> io::Result<String> {
-    std::fs::read_to_string(path)
-}
-
-fn read_number(path: &Path) -> io::Result<u64> {
-    read(path)?.trim().parse().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is not a number", path.display()),
-        )
-    })
-}
-
 /// Kernel clock ticks per second (`USER_HZ`), the unit of `cpuacct.stat`.
 fn user_hz() -> u64 {
     rustix::param::clock_ticks_per_second().max(1)
 }
 
 impl Cgroup {
-    /// Reads the counters.
+    /// Opens the cgroup's files once; each reading is then one `pread` per
+    /// file.
+    pub fn open(&self) -> io::Result<OpenCgroup> {
+        let open = |path: PathBuf| File::open(path);
+        let optional = |path: PathBuf| File::open(path).ok();
+        Ok(match self {
+            Self::V1 { cpu, memory } => OpenCgroup {
+                v2: false,
+                cpu_usage: Some(open(cpu.join("cpuacct.usage"))?),
+                cpu_times: open(cpu.join("cpuacct.stat"))?,
+                cpu_stat: optional(cpu.join("cpu.stat")),
+                memory_usage: open(memory.join("memory.usage_in_bytes"))?,
+                memory_peak: optional(memory.join("memory.max_usage_in_bytes")),
+                memory_stat: open(memory.join("memory.stat"))?,
+                swap: None,
+                buf: Vec::with_capacity(4096),
+            },
+            Self::V2 { dir } => OpenCgroup {
+                v2: true,
+                cpu_usage: None,
+                cpu_times: open(dir.join("cpu.stat"))?,
+                cpu_stat: None,
+                memory_usage: open(dir.join("memory.current"))?,
+                memory_peak: optional(dir.join("memory.peak")),
+                memory_stat: open(dir.join("memory.stat"))?,
+                swap: optional(dir.join("memory.swap.current")),
+                buf: Vec::with_capacity(4096),
+            },
+        })
+    }
+
+    /// Reads the counters once.
     pub fn read(&self) -> io::Result<Counters> {
-        let at = SystemTime::now();
-        match self {
-            Self::V1 { cpu, memory } => {
-                let stat = read(&cpu.join("cpuacct.stat"))?;
-                let tick_ns = 1_000_000_000 / user_hz();
-                let throttling = read(&cpu.join("cpu.stat")).unwrap_or_default();
-                let memory_stat = read(&memory.join("memory.stat"))?;
-                Ok(v1_counters(
-                    at,
-                    read_number(&cpu.join("cpuacct.usage"))?,
-                    &stat,
-                    tick_ns,
-                    &throttling,
-                    read_number(&memory.join("memory.usage_in_bytes"))?,
-                    read_number(&memory.join("memory.max_usage_in_bytes")).ok(),
-                    &memory_stat,
-                ))
-            }
-            Self::V2 { dir } => {
-                let cpu_stat = read(&dir.join("cpu.stat"))?;
-                let memory_stat = read(&dir.join("memory.stat"))?;
-                Ok(v2_counters(
-                    at,
-                    &cpu_stat,
-                    read_number(&dir.join("memory.current"))?,
-                    read_number(&dir.join("memory.peak")).ok(),
-                    read_number(&dir.join("memory.swap.current")).ok(),
-                    &memory_stat,
-                ))
-            }
+        self.open()?.read()
+    }
+}
+
+/// A cgroup with its files open.
+#[derive(Debug)]
+pub struct OpenCgroup {
+    v2: bool,
+    /// v1 `cpuacct.usage`.
+    cpu_usage: Option<File>,
+    /// v1 `cpuacct.stat`; v2 `cpu.stat` (which has everything).
+    cpu_times: File,
+    /// v1 `cpu.stat` (throttling).
+    cpu_stat: Option<File>,
+    /// `memory.usage_in_bytes` / `memory.current`.
+    memory_usage: File,
+    /// `memory.max_usage_in_bytes` / `memory.peak`.
+    memory_peak: Option<File>,
+    /// `memory.stat`.
+    memory_stat: File,
+    /// v2 `memory.swap.current`.
+    swap: Option<File>,
+    buf: Vec<u8>,
+}
+
+/// The whole content of a cgroup file, read from its start (cgroup files
+/// regenerate their content when read again from offset 0).
+fn pread(file: &File, buf: &mut Vec<u8>) -> io::Result<String> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, buf.len() as u64)?;
+        if n == 0 {
+            break;
         }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(std::mem::take(buf))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a cgroup file is not text"))
+}
+
+fn number(text: &str) -> io::Result<u64> {
+    text.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{text:?} is not a number"),
+        )
+    })
+}
+
+impl OpenCgroup {
+    /// Reads the counters.
+    pub fn read(&mut self) -> io::Result<Counters> {
+        let at = SystemTime::now();
+        let buf = &mut self.buf;
+        let cpu_times = pread(&self.cpu_times, buf)?;
+        let memory_stat = pread(&self.memory_stat, buf)?;
+        let memory_usage = number(&pread(&self.memory_usage, buf)?)?;
+        let memory_peak = match &self.memory_peak {
+            Some(file) => pread(file, buf).ok().and_then(|t| number(&t).ok()),
+            None => None,
+        };
+        if self.v2 {
+            let swap = match &self.swap {
+                Some(file) => pread(file, buf).ok().and_then(|t| number(&t).ok()),
+                None => None,
+            };
+            return Ok(v2_counters(
+                at,
+                &cpu_times,
+                memory_usage,
+                memory_peak,
+                swap,
+                &memory_stat,
+            ));
+        }
+        let usage = match &self.cpu_usage {
+            Some(file) => number(&pread(file, buf)?)?,
+            None => 0,
+        };
+        let throttling = match &self.cpu_stat {
+            Some(file) => pread(file, buf).unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok(v1_counters(
+            at,
+            usage,
+            &cpu_times,
+            1_000_000_000 / user_hz(),
+            &throttling,
+            memory_usage,
+            memory_peak,
+            &memory_stat,
+        ))
     }
 }
 
