@@ -29,6 +29,10 @@ use crate::docker::logs::{Output, parse_rfc3339_nanos};
 
 /// Bytes read per call.
 const READ_BYTES: usize = 64 * 1024;
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_BYTES]);
+}
+
 /// Rotated files looked for (`.1` … `.9`).
 const MAX_ROTATED: usize = 9;
 /// A line longer than this without a newline is dropped (corrupt file).
@@ -156,7 +160,6 @@ pub struct JsonLog {
     seen: HashSet<(u64, u64)>,
     /// Bytes after the last complete line of the front file.
     partial: Vec<u8>,
-    buf: Vec<u8>,
     /// The body of the line being parsed.
     body: Vec<u8>,
     /// Lines that were not log messages.
@@ -180,7 +183,6 @@ impl JsonLog {
             done: Vec::new(),
             seen: HashSet::new(),
             partial: Vec::new(),
-            buf: vec![0; READ_BYTES],
             body: Vec::new(),
             skipped_lines: 0,
         };
@@ -250,7 +252,13 @@ impl JsonLog {
             let Some(front) = self.files.front_mut() else {
                 return Ok(false);
             };
-            let n = front.file.read(&mut self.buf)?;
+            // One read buffer per thread, not per task: an idle task costs
+            // no buffer memory at all.
+            let n = READ_BUFFER.with_borrow_mut(|buf| {
+                let n = front.file.read(buf)?;
+                self.partial.extend_from_slice(&buf[..n]);
+                io::Result::Ok(n)
+            })?;
             if n == 0 {
                 if self.files.len() > 1 {
                     // A rotated file is complete: move on to the next.
@@ -265,7 +273,6 @@ impl JsonLog {
                 }
                 return Ok(false);
             }
-            self.partial.extend_from_slice(&self.buf[..n]);
             let mut start = 0;
             while let Some(end) = self.partial[start..].iter().position(|b| *b == b'\n') {
                 let line = &self.partial[start..start + end];
