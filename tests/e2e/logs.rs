@@ -293,18 +293,21 @@ fn sequence(prefix: &str, n: usize) -> String {
     (0..n).map(|i| format!("{prefix}-{i}\n")).collect()
 }
 
-/// A task printing `out-<i>` and `err-<i>` for i below `n`, `pause` apart.
-fn counting_task(name: &str, n: usize, pause_us: u32) -> Task {
+/// The driver config of a task printing `out-<i>` and `err-<i>` for i
+/// below `n`, `pause_us` apart.
+fn counting_config(n: usize, pause_us: u32) -> serde_json::Value {
     let script = format!(
         "i=0; while [ $i -lt {n} ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); usleep {pause_us}; done"
     );
-    TaskBuilder::new(
-        name,
-        json!({ "image": BUSYBOX_1, "command": "sh", "args": ["-c", script] }),
-    )
-    .log_fifos()
-    .build()
-    .unwrap()
+    json!({ "image": BUSYBOX_1, "command": "sh", "args": ["-c", script] })
+}
+
+/// A counting task (see [`counting_config`]) with log FIFOs.
+fn counting_task(name: &str, n: usize, pause_us: u32) -> Task {
+    TaskBuilder::new(name, counting_config(n, pause_us))
+        .log_fifos()
+        .build()
+        .unwrap()
 }
 
 /// SIGKILLs the plugin and leaves it down for `down`.
@@ -338,17 +341,28 @@ async fn assert_counted(
     assert_eq!(stderr.text(), sequence("err", n));
 }
 
+/// Starts a counting task with logmon-like readers and waits until its
+/// stdout shows `seen`.
+async fn start_counting(
+    plugin: &PluginUnderTest,
+    task: &Task,
+    seen: &str,
+) -> ((FifoReader, FifoReader), TaskHandle) {
+    let readers = task.log_readers().unwrap();
+    let handle = start(plugin, task).await.handle.unwrap();
+    assert!(
+        readers.0.wait_for(seen, WAIT).await,
+        "{:?}",
+        readers.0.text()
+    );
+    (readers, handle)
+}
+
 #[tokio::test]
 async fn a_plugin_sigkill_loses_and_repeats_no_line() {
     let mut plugin = plugin(json!({})).await;
     let task = counting_task("seq", 300, 10_000);
-    let (stdout, stderr) = task.log_readers().unwrap();
-    let handle = start(&plugin, &task).await.handle.unwrap();
-    assert!(
-        stdout.wait_for("out-40\n", WAIT).await,
-        "{:?}",
-        stdout.text()
-    );
+    let ((stdout, stderr), handle) = start_counting(&plugin, &task, "out-40\n").await;
 
     // The container keeps writing while no plugin runs.
     crash(&mut plugin, Duration::from_secs(1)).await;
@@ -377,13 +391,7 @@ async fn a_plugin_sigkill_loses_and_repeats_no_line() {
 async fn lines_written_while_no_plugin_ran_arrive_once_after_recovery() {
     let mut plugin = plugin(json!({})).await;
     let task = counting_task("gone", 80, 20_000);
-    let (stdout, stderr) = task.log_readers().unwrap();
-    let handle = start(&plugin, &task).await.handle.unwrap();
-    assert!(
-        stdout.wait_for("out-10\n", WAIT).await,
-        "{:?}",
-        stdout.text()
-    );
+    let ((stdout, stderr), handle) = start_counting(&plugin, &task, "out-10\n").await;
     // The container finishes while no plugin runs.
     crash(&mut plugin, Duration::from_secs(3)).await;
     assert!(
@@ -494,26 +502,13 @@ async fn a_fast_writer_loses_nothing_to_log_rotation() {
 #[tokio::test]
 async fn other_log_drivers_go_through_the_logs_api_and_resume_exactly() {
     let mut plugin = plugin(json!({})).await;
-    let script = "i=0; while [ $i -lt 150 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); usleep 10000; done";
-    let task = TaskBuilder::new(
-        "localdriver",
-        json!({
-            "image": BUSYBOX_1,
-            "command": "sh",
-            "args": ["-c", script],
-            "logging": { "type": "local" },
-        }),
-    )
-    .log_fifos()
-    .build()
-    .unwrap();
-    let (stdout, stderr) = task.log_readers().unwrap();
-    let handle = start(&plugin, &task).await.handle.unwrap();
-    assert!(
-        stdout.wait_for("out-30\n", WAIT).await,
-        "{:?}",
-        stdout.text()
-    );
+    let mut config = counting_config(150, 10_000);
+    config["logging"] = json!({ "type": "local" });
+    let task = TaskBuilder::new("localdriver", config)
+        .log_fifos()
+        .build()
+        .unwrap();
+    let ((stdout, stderr), handle) = start_counting(&plugin, &task, "out-30\n").await;
     assert!(
         !plugin
             .stderr_lines()
