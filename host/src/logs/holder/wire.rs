@@ -1,6 +1,8 @@
 //! The holder's socket: `SOCK_SEQPACKET` Unix sockets (one datagram per
-//! request or reply) carrying file descriptors as `SCM_RIGHTS`. The only
-//! user of rustix in the project; everything here is safe code.
+//! request or reply) carrying file descriptors as `SCM_RIGHTS`, through
+//! rustix's safe socket calls (rustix is the project's syscall binding:
+//! here, for inotify in `logs::jsonfile` and for `USER_HZ` in
+//! `stats::cgroup`).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
