@@ -62,11 +62,22 @@ ensure_docker() {
     die "dockerd did not come up within 60 s (see /tmp/wasmdock-dockerd.log)"
 }
 
-build_guests() {
-    say "building example guests for wasm32-wasip2"
-    local packages=()
-    for dir in examples/guests/*/; do
-        packages+=(-p "$(basename "$dir")")
+# `-p NAME` for every guest crate: the examples and the host's test guests.
+# Directory names are package names.
+guest_package_args() {
+    local dir
+    for dir in examples/guests/*/ tests/guests/*/; do
+        if [ -f "$dir/Cargo.toml" ]; then
+            printf -- '-p\n%s\n' "$(basename "$dir")"
+        fi
     done
-    cargo build --target wasm32-wasip2 --profile guest "${packages[@]}"
+}
+
+# Builds every guest (libraries and the `not-a-policy` command alike) into
+# target/wasm32-wasip2/guest/*.wasm.
+build_guests() {
+    say "building guests (examples/guests, tests/guests) for wasm32-wasip2"
+    local packages
+    mapfile -t packages < <(guest_package_args)
+    cargo build --target wasm32-wasip2 --profile guest "${packages[@]}" "$@"
 }

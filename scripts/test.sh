@@ -11,7 +11,8 @@ say "formatting"
 cargo fmt --all -- --check
 say "lints (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-build_guests
-cargo clippy --target wasm32-wasip2 --profile guest -p hello-policy --locked -- -D warnings
+build_guests --locked
+mapfile -t guest_packages < <(guest_package_args)
+cargo clippy --target wasm32-wasip2 --profile guest "${guest_packages[@]}" --locked -- -D warnings
 say "tests"
 cargo test --workspace --locked

@@ -27,6 +27,7 @@ pub mod driver;
 pub mod lifecycle;
 pub mod logs;
 pub mod plugin;
+pub mod policy;
 pub mod reconciler;
 pub mod rpc;
 pub mod stats;

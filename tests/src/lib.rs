@@ -8,6 +8,7 @@
 //!   and a black-hole registry that never answers;
 //! * [`plugin`] — the plugin binary built, launched like Nomad does, and
 //!   configured: [`plugin::PluginUnderTest`];
+//! * [`guests`] — the policy guests, built from source for wasm32-wasip2;
 //! * [`task`] — the `TaskConfig` Nomad would send, with a real alloc dir;
 //! * [`cleanup`] — a guard that removes what a test created;
 //! * [`calls`] — the driver calls tests make most (start, wait, destroy);
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod calls;
 pub mod cleanup;
 pub mod docker;
+pub mod guests;
 pub mod ids;
 pub mod images;
 pub mod plugin;

@@ -7,7 +7,7 @@
 //!     path           = "/opt/nomad/policies/image_allowlist.wasm"
 //!     sha256         = "9f86d0…"                # optional pin of the file
 //!     hooks          = ["task-admission"]     # default: every hook it exports
-//!     failure_policy = "fail"                 # or "ignore"
+//!     failure_policy = "fail"                 # or "ignore", "native"
 //!     deadline       = "100ms"
 //!     memory_limit_mb = 64
 //!     config { allowed = "registry.local/*" } # values the module can read
@@ -134,6 +134,8 @@ pub enum FailurePolicy {
     Fail,
     /// Fail open: carry on as if the module had abstained.
     Ignore,
+    /// Fall back to the driver's native rule for this decision.
+    Native,
 }
 
 /// The schema of the `policy` block.

@@ -45,6 +45,9 @@ pub struct TaskStatus {
     pub container_id: String,
     /// The network override.
     pub network: Option<DriverNetwork>,
+    /// Driver attributes besides the container id: the policy hooks'
+    /// counters (`policy.<module>.<hook>.calls|errors|timeouts|p50_us|p99_us`).
+    pub attributes: Vec<(String, String)>,
 }
 
 impl Driver {
@@ -240,6 +243,10 @@ impl Driver {
             exit,
             container_id: handle.container_id.clone(),
             network: handle.network.clone(),
+            attributes: self
+                .policy()
+                .map(|policy| policy.attributes())
+                .unwrap_or_default(),
         })
     }
 

@@ -141,6 +141,10 @@ pub struct Driver {
     stats_transform: RwLock<Arc<dyn crate::stats::transform::StatsTransform>>,
     /// The one inotify watcher of json-file logs.
     log_watcher: std::sync::OnceLock<Option<crate::logs::jsonfile::Watcher>>,
+    /// The WebAssembly policy host, loaded on the long-lived launch when
+    /// the config names policy modules; its reload watcher beside it.
+    policy: RwLock<Option<Arc<crate::policy::PolicyHost>>>,
+    policy_watcher: std::sync::Mutex<Option<crate::policy::reload::Watcher>>,
     /// Cancels background work at shutdown.
     background: tokio_util::sync::CancellationToken,
     /// Whether start-up work (pause container rediscovery, the reconciler)
@@ -163,6 +167,8 @@ impl Driver {
             log_holder: std::sync::Mutex::new(None),
             log_watcher: std::sync::OnceLock::new(),
             stats_transform: RwLock::new(Arc::new(crate::stats::transform::Unchanged)),
+            policy: RwLock::new(None),
+            policy_watcher: std::sync::Mutex::new(None),
             background: tokio_util::sync::CancellationToken::new(),
             started_background: std::sync::atomic::AtomicBool::new(false),
         }
@@ -260,15 +266,84 @@ impl Driver {
             return;
         }
         self.rediscover_pause_containers().await;
+        self.load_policies().await;
         tokio::spawn(crate::reconciler::run(
             Arc::clone(self),
             self.background.child_token(),
         ));
     }
 
-    /// Stops background work (the reconciler); the plugin is going away.
+    /// Loads the configured policy modules (compiling takes CPU, so it runs
+    /// on a blocking thread) and starts watching their files. A module that
+    /// fails to load is logged by the policy host; its failure policy then
+    /// applies to its hooks.
+    async fn load_policies(&self) {
+        let Some(configured) = self.configured() else {
+            return;
+        };
+        let plugin = &configured.plugin;
+        if plugin.policy.module.is_empty() {
+            return;
+        }
+        let cache_dir =
+            crate::logs::holder::directory(&plugin.run_dir, &self.name).join("policy-cache");
+        let settings = crate::policy::HostSettings {
+            cache_dir: Some(cache_dir),
+            ..crate::policy::HostSettings::default()
+        };
+        let config = plugin.policy.clone();
+        let built =
+            tokio::task::spawn_blocking(move || crate::policy::PolicyHost::new(settings, &config))
+                .await;
+        let host = match built {
+            Ok(Ok(host)) => Arc::new(host),
+            Ok(Err(error)) => {
+                tracing::error!(
+                    "policy host cannot start: {error}; every policy hook is unavailable"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::error!("policy host start-up failed: {error}");
+                return;
+            }
+        };
+        match crate::policy::reload::Watcher::start(
+            Arc::clone(&host),
+            crate::policy::reload::DEFAULT_INTERVAL,
+        ) {
+            Ok(watcher) => {
+                *self
+                    .policy_watcher
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watcher)
+            }
+            Err(error) => tracing::warn!("policy modules will not reload on change: {error}"),
+        }
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(host);
+    }
+
+    /// The policy host, when policy modules are configured and loaded.
+    pub fn policy(&self) -> Option<Arc<crate::policy::PolicyHost>> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops background work (the reconciler, policy reloads); the plugin
+    /// is going away.
     pub fn stop_background(&self) {
         self.background.cancel();
+        drop(
+            self.policy_watcher
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
     }
 
     /// Forgets the engine connection (after the engine went away), so the

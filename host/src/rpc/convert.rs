@@ -383,7 +383,12 @@ pub fn inspect_response(status: &TaskStatus) -> dpb::InspectTaskResponse {
             result: Some(exit_result(&status.exit)),
         }),
         driver: Some(dpb::TaskDriverStatus {
-            attributes: BTreeMap::from([("container_id".to_owned(), status.container_id.clone())])
+            attributes: status
+                .attributes
+                .iter()
+                .cloned()
+                .chain([("container_id".to_owned(), status.container_id.clone())])
+                .collect::<BTreeMap<_, _>>()
                 .into_iter()
                 .collect(),
         }),

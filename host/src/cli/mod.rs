@@ -1,7 +1,10 @@
-//! Command line: plugin mode (how Nomad runs us) and the `dev` tools.
+//! Command line: plugin mode (how Nomad runs us), the `dev` tools and the
+//! `policy` tools for policy authors.
 //!
 //! Plugin mode takes the arguments of the agent's `plugin` block, e.g.
 //! `args = ["--name=docker"]` to stand in for Nomad's built-in docker driver.
+
+pub mod policy;
 
 use std::process::ExitCode;
 
@@ -10,12 +13,13 @@ use crate::plugin::{self, ServeOptions, handshake};
 use crate::{dev, telemetry};
 
 /// Usage of plugin mode.
-const USAGE: &str = "usage: nomad-driver-wasmdock [--name <driver-name>]\n       nomad-driver-wasmdock dev <command> (run `nomad-driver-wasmdock dev help`)";
+const USAGE: &str = "usage: nomad-driver-wasmdock [--name <driver-name>]\n       nomad-driver-wasmdock dev <command> (run `nomad-driver-wasmdock dev help`)\n       nomad-driver-wasmdock policy <command> (run `nomad-driver-wasmdock policy help`)";
 
 /// Entry point; `args` excludes the program name.
 pub fn main(args: Vec<String>) -> ExitCode {
     match args.first().map(String::as_str) {
         Some("dev") => return dev::main(&args[1..]),
+        Some("policy") => return policy::main(&args[1..]),
         // Started by the plugin itself (see `logs::holder`), never by Nomad.
         Some("log-holder") => return crate::logs::holder::server::main(&args[1..]),
         _ => {}

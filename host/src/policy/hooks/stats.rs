@@ -1,0 +1,342 @@
+//! `stats-transform`: rewrite or drop a usage sample.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Budget, Refusal, TaskIdentity};
+use crate::policy::bindings::stats_transform as wit;
+
+/// Breakdown entries one sample may carry.
+pub const MAX_BREAKDOWN: usize = 32;
+/// Longest breakdown key.
+pub const MAX_BREAKDOWN_KEY: usize = 128;
+/// How far a guest may move a sample's timestamp, in nanoseconds.
+pub const MAX_TIMESTAMP_SHIFT_NS: i64 = 60_000_000_000;
+
+/// The input of one call: whose sample, and the sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Input {
+    /// The task.
+    pub task: TaskIdentity,
+    /// The sample.
+    pub sample: Sample,
+}
+
+/// A CPU counter name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[expect(missing_docs, reason = "the names say it; see the WIT flags")]
+pub enum CpuField {
+    SystemMode,
+    UserMode,
+    TotalTicks,
+    ThrottledPeriods,
+    ThrottledTime,
+    Percent,
+}
+
+/// A memory counter name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[expect(missing_docs, reason = "the names say it; see the WIT flags")]
+pub enum MemoryField {
+    Rss,
+    Cache,
+    Swap,
+    Usage,
+    MaxUsage,
+    KernelUsage,
+    KernelMaxUsage,
+}
+
+/// CPU usage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CpuUsage {
+    /// Percent of one core in the kernel.
+    pub system_mode: f64,
+    /// Percent of one core in user space.
+    pub user_mode: f64,
+    /// MHz-equivalent ticks.
+    pub total_ticks: f64,
+    /// Throttled periods.
+    pub throttled_periods: u64,
+    /// Throttled time, ns.
+    pub throttled_time: u64,
+    /// Percent of one core.
+    pub percent: f64,
+    /// Measured counters.
+    pub measured: Vec<CpuField>,
+}
+
+/// Memory usage in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MemoryUsage {
+    /// RSS.
+    pub rss: u64,
+    /// Page cache.
+    pub cache: u64,
+    /// Swap.
+    pub swap: u64,
+    /// Usage.
+    pub usage: u64,
+    /// Max usage.
+    pub max_usage: u64,
+    /// Kernel usage.
+    pub kernel_usage: u64,
+    /// Kernel max usage.
+    pub kernel_max_usage: u64,
+    /// Measured counters.
+    pub measured: Vec<MemoryField>,
+}
+
+/// CPU and memory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceUsage {
+    /// CPU.
+    pub cpu: CpuUsage,
+    /// Memory.
+    pub memory: MemoryUsage,
+}
+
+/// One sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Sample {
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// The task's total.
+    pub usage: ResourceUsage,
+    /// Named extra entries (Nomad's per-process map).
+    pub breakdown: Vec<(String, ResourceUsage)>,
+}
+
+/// A guest's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", content = "sample", rename_all = "kebab-case")]
+pub enum Transformed {
+    /// Send this sample.
+    Keep(Sample),
+    /// Send nothing.
+    Drop,
+}
+
+const CPU_FLAGS: [(CpuField, wit::CpuFields); 6] = [
+    (CpuField::SystemMode, wit::CpuFields::SYSTEM_MODE),
+    (CpuField::UserMode, wit::CpuFields::USER_MODE),
+    (CpuField::TotalTicks, wit::CpuFields::TOTAL_TICKS),
+    (
+        CpuField::ThrottledPeriods,
+        wit::CpuFields::THROTTLED_PERIODS,
+    ),
+    (CpuField::ThrottledTime, wit::CpuFields::THROTTLED_TIME),
+    (CpuField::Percent, wit::CpuFields::PERCENT),
+];
+
+const MEMORY_FLAGS: [(MemoryField, wit::MemoryFields); 7] = [
+    (MemoryField::Rss, wit::MemoryFields::RSS),
+    (MemoryField::Cache, wit::MemoryFields::CACHE),
+    (MemoryField::Swap, wit::MemoryFields::SWAP),
+    (MemoryField::Usage, wit::MemoryFields::USAGE),
+    (MemoryField::MaxUsage, wit::MemoryFields::MAX_USAGE),
+    (MemoryField::KernelUsage, wit::MemoryFields::KERNEL_USAGE),
+    (
+        MemoryField::KernelMaxUsage,
+        wit::MemoryFields::KERNEL_MAX_USAGE,
+    ),
+];
+
+impl ResourceUsage {
+    fn to_wit(&self) -> wit::ResourceUsage {
+        let cpu = &self.cpu;
+        let memory = &self.memory;
+        let cpu_measured = CPU_FLAGS
+            .iter()
+            .filter(|(field, _)| cpu.measured.contains(field))
+            .fold(wit::CpuFields::empty(), |all, (_, flag)| all | *flag);
+        let memory_measured = MEMORY_FLAGS
+            .iter()
+            .filter(|(field, _)| memory.measured.contains(field))
+            .fold(wit::MemoryFields::empty(), |all, (_, flag)| all | *flag);
+        wit::ResourceUsage {
+            cpu: wit::CpuUsage {
+                system_mode: cpu.system_mode,
+                user_mode: cpu.user_mode,
+                total_ticks: cpu.total_ticks,
+                throttled_periods: cpu.throttled_periods,
+                throttled_time: cpu.throttled_time,
+                percent: cpu.percent,
+                measured: cpu_measured,
+            },
+            memory: wit::MemoryUsage {
+                rss: memory.rss,
+                cache: memory.cache,
+                swap: memory.swap,
+                usage: memory.usage,
+                max_usage: memory.max_usage,
+                kernel_usage: memory.kernel_usage,
+                kernel_max_usage: memory.kernel_max_usage,
+                measured: memory_measured,
+            },
+        }
+    }
+
+    fn from_wit(raw: wit::ResourceUsage, budget: &mut Budget) -> Result<Self, Refusal> {
+        budget.charge(std::mem::size_of::<wit::ResourceUsage>())?;
+        let cpu = raw.cpu;
+        for (name, value) in [
+            ("system-mode", cpu.system_mode),
+            ("user-mode", cpu.user_mode),
+            ("total-ticks", cpu.total_ticks),
+            ("percent", cpu.percent),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(Refusal::Invalid(format!(
+                    "cpu {name} is {value}; it must be a finite number of at least 0"
+                )));
+            }
+        }
+        let memory = raw.memory;
+        Ok(Self {
+            cpu: CpuUsage {
+                system_mode: cpu.system_mode,
+                user_mode: cpu.user_mode,
+                total_ticks: cpu.total_ticks,
+                throttled_periods: cpu.throttled_periods,
+                throttled_time: cpu.throttled_time,
+                percent: cpu.percent,
+                measured: CPU_FLAGS
+                    .iter()
+                    .filter(|(_, flag)| cpu.measured.contains(*flag))
+                    .map(|(field, _)| *field)
+                    .collect(),
+            },
+            memory: MemoryUsage {
+                rss: memory.rss,
+                cache: memory.cache,
+                swap: memory.swap,
+                usage: memory.usage,
+                max_usage: memory.max_usage,
+                kernel_usage: memory.kernel_usage,
+                kernel_max_usage: memory.kernel_max_usage,
+                measured: MEMORY_FLAGS
+                    .iter()
+                    .filter(|(_, flag)| memory.measured.contains(*flag))
+                    .map(|(field, _)| *field)
+                    .collect(),
+            },
+        })
+    }
+}
+
+impl Sample {
+    pub(crate) fn to_wit(&self) -> wit::Sample {
+        wit::Sample {
+            timestamp_ns: self.timestamp_ns,
+            usage: self.usage.to_wit(),
+            breakdown: self
+                .breakdown
+                .iter()
+                .map(|(key, usage)| (key.clone(), usage.to_wit()))
+                .collect(),
+        }
+    }
+}
+
+impl Transformed {
+    pub(crate) fn from_wit(
+        raw: Option<wit::Sample>,
+        original: &Sample,
+        budget: &mut Budget,
+    ) -> Result<Self, Refusal> {
+        let Some(raw) = raw else {
+            return Ok(Self::Drop);
+        };
+        let shift = raw.timestamp_ns.saturating_sub(original.timestamp_ns);
+        if shift.saturating_abs() > MAX_TIMESTAMP_SHIFT_NS {
+            return Err(Refusal::Invalid(format!(
+                "the timestamp moved by {} s; at most 60 s is allowed",
+                shift / 1_000_000_000
+            )));
+        }
+        budget.list("breakdown", &raw.breakdown, MAX_BREAKDOWN)?;
+        let usage = ResourceUsage::from_wit(raw.usage, budget)?;
+        let mut breakdown = Vec::with_capacity(raw.breakdown.len());
+        for (key, entry) in raw.breakdown {
+            let key = budget.text("a breakdown key", key, MAX_BREAKDOWN_KEY)?;
+            if key.is_empty() {
+                return Err(Refusal::Invalid("a breakdown key is empty".into()));
+            }
+            breakdown.push((key, ResourceUsage::from_wit(entry, budget)?));
+        }
+        Ok(Self::Keep(Sample {
+            timestamp_ns: raw.timestamp_ns,
+            usage,
+            breakdown,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Sample {
+        Sample {
+            timestamp_ns: 1_700_000_000_000_000_000,
+            usage: ResourceUsage {
+                cpu: CpuUsage {
+                    percent: 12.5,
+                    total_ticks: 300.0,
+                    measured: vec![CpuField::Percent, CpuField::TotalTicks],
+                    ..CpuUsage::default()
+                },
+                memory: MemoryUsage {
+                    rss: 4096,
+                    measured: vec![MemoryField::Rss],
+                    ..MemoryUsage::default()
+                },
+            },
+            breakdown: vec![],
+        }
+    }
+
+    #[test]
+    fn a_sample_survives_the_round_trip_through_wit() {
+        let original = sample();
+        let back =
+            Transformed::from_wit(Some(original.to_wit()), &original, &mut Budget::new(65536));
+        assert_eq!(back, Ok(Transformed::Keep(original)));
+    }
+
+    #[test]
+    fn bad_samples_are_refused() {
+        let original = sample();
+        let mut moved = original.to_wit();
+        moved.timestamp_ns += 61_000_000_000;
+        assert!(matches!(
+            Transformed::from_wit(Some(moved), &original, &mut Budget::new(65536)),
+            Err(Refusal::Invalid(_))
+        ));
+        let mut nan = original.to_wit();
+        nan.usage.cpu.percent = f64::NAN;
+        assert!(matches!(
+            Transformed::from_wit(Some(nan), &original, &mut Budget::new(65536)),
+            Err(Refusal::Invalid(_))
+        ));
+        let mut wide = original.to_wit();
+        wide.breakdown = (0..33)
+            .map(|i| (format!("k{i}"), original.usage.to_wit()))
+            .collect();
+        assert!(matches!(
+            Transformed::from_wit(Some(wide), &original, &mut Budget::new(1 << 20)),
+            Err(Refusal::Invalid(_))
+        ));
+        assert_eq!(
+            Transformed::from_wit(None, &original, &mut Budget::new(16)),
+            Ok(Transformed::Drop)
+        );
+    }
+}
