@@ -21,12 +21,14 @@ build-guests:
 test:
 	bash scripts/test.sh
 
-# Benchmarks measure against baselines (docker logs -f, docker stats) and
+# Benchmarks measure against baselines (docker logs -f, docker stats;
+# pooling against on-demand instances, cached against cold loads) and
 # each rewrites its own section of BENCHMARKS.md; they need Docker and an
 # otherwise idle machine, and never run in `make test`.
 bench:
 	cargo bench -p wasmdock-e2e --bench logs
 	cargo bench -p wasmdock-e2e --bench stats
+	cargo bench -p wasmdock-e2e --bench policy
 
 demo:
 	bash scripts/demo.sh

@@ -7,4 +7,5 @@ mod harness;
 mod images;
 mod lifecycle;
 mod logs;
+mod policy;
 mod stats;

@@ -31,6 +31,14 @@ const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 16;
 /// Table elements one instance may have.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// Bytes of each pooled memory and table reset with `memset` rather than
+/// returned to the kernel between instances. A guest's first pages (its
+/// stack, data and the start of its heap, with a 64 KiB stack) are touched
+/// by every call; resetting them in place saves a page fault per page per
+/// call, which measured as the largest part of a call's cost.
+const KEEP_RESIDENT: usize = 256 * 1024;
+/// The same for tables, which are small in the guests we know.
+const TABLE_KEEP_RESIDENT: usize = 16 * 1024;
 /// Wasm stack one call may use.
 const MAX_WASM_STACK: usize = 512 * 1024;
 
@@ -84,6 +92,8 @@ impl Runtime {
                 .max_tables_per_component(TABLES_PER_COMPONENT)
                 .table_elements(MAX_TABLE_ELEMENTS)
                 .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
+            pool.linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(TABLE_KEEP_RESIDENT);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine =
@@ -284,7 +294,10 @@ impl TickerShared {
             } else {
                 idle = 0;
             }
-            #[expect(clippy::disallowed_methods, reason = "the ticker is a plain thread, not an async task")]
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the ticker is a plain thread, not an async task"
+            )]
             thread::sleep(Duration::from_nanos(
                 self.tick_nanos.load(Ordering::Relaxed),
             ));

@@ -105,7 +105,7 @@ enum Answer {
     Benign,
     Output,
     Invalid(Option<String>),
-    Escape(String),
+    Escape(Probe),
 }
 
 /// Reads the config and does what it says; returns only for behaviours
@@ -119,14 +119,20 @@ fn misbehave() -> Answer {
         Behaviour::Stack => {
             let depth = recurse(0);
             // Unreachable in practice: the stack runs out first.
-            Answer::Escape(format!("recursed {depth} levels"))
+            Answer::Escape(Probe {
+                report: format!("recursed {depth} levels"),
+                summary: format!("stack:{depth}"),
+            })
         }
         Behaviour::Output => Answer::Output,
         Behaviour::HostCalls => flood_host(),
         Behaviour::Entropy => drain_entropy(),
         Behaviour::BigRandom => {
             let bytes = wasi_random::get_random_bytes(1 << 30);
-            Answer::Escape(format!("got {} random bytes", bytes.len()))
+            Answer::Escape(Probe {
+                report: format!("got {} random bytes", bytes.len()),
+                summary: format!("random:{}", bytes.len()),
+            })
         }
         Behaviour::Sleep => sleep_forever(),
         Behaviour::Invalid => Answer::Invalid(host::config("field")),
@@ -136,9 +142,9 @@ fn misbehave() -> Answer {
             Answer::Benign
         }
         Behaviour::Escape => {
-            let report = probe_sandbox();
-            host::info("sandbox probe", &[("report", &report)]);
-            Answer::Escape(report)
+            let probe = probe_sandbox();
+            host::info("sandbox probe", &[("report", &probe.report)]);
+            Answer::Escape(probe)
         }
     }
 }
@@ -219,28 +225,53 @@ fn write_stdio() {
     let _ = std::io::stdout().flush();
 }
 
+/// What the `escape` probes found.
+#[derive(Debug)]
+struct Probe {
+    /// Every probe and its outcome.
+    report: String,
+    /// At most 128 bytes (a breakdown key): `escape:env=N args=N open=…`,
+    /// listing the file and network probes that succeeded, or `none`.
+    summary: String,
+}
+
 /// Tries what a policy must not be able to do and says what happened.
-fn probe_sandbox() -> String {
-    fn outcome<T>(result: std::io::Result<T>, ok: impl FnOnce(T) -> String) -> String {
-        match result {
-            Ok(value) => format!("OPEN({})", ok(value)),
-            Err(err) => format!("denied({})", err.kind()),
+/// (`cwd` is wasi-libc's own idea of the directory, `/`, not a capability.)
+fn probe_sandbox() -> Probe {
+    let mut opened: Vec<&str> = Vec::new();
+    let mut outcome = |name: &'static str, result: std::io::Result<String>| match result {
+        Ok(value) => {
+            opened.push(name);
+            format!("OPEN({value})")
         }
-    }
+        Err(err) => format!("denied({})", err.kind()),
+    };
     let env = std::env::vars_os().count();
     let args = std::env::args_os().count();
-    let cwd = outcome(std::env::current_dir(), |p| p.display().to_string());
-    let root = outcome(std::fs::read_dir("/"), |dir| dir.count().to_string());
-    let passwd = outcome(std::fs::read("/etc/passwd"), |b| b.len().to_string());
-    let write = outcome(std::fs::write("/tmp/wasmdock-hostile", b"x"), |()| {
-        "written".to_owned()
-    });
-    let tcp = outcome(std::net::TcpStream::connect("127.0.0.1:4646"), |_| {
-        "connected".to_owned()
-    });
-    let udp = outcome(std::net::UdpSocket::bind("0.0.0.0:0"), |_| {
-        "bound".to_owned()
-    });
+    let cwd = std::env::current_dir().map_or_else(
+        |err| format!("denied({})", err.kind()),
+        |path| format!("OPEN({})", path.display()),
+    );
+    let root = outcome(
+        "read_dir",
+        std::fs::read_dir("/").map(|dir| dir.count().to_string()),
+    );
+    let passwd = outcome(
+        "read",
+        std::fs::read("/etc/passwd").map(|bytes| bytes.len().to_string()),
+    );
+    let write = outcome(
+        "write",
+        std::fs::write("/tmp/wasmdock-hostile", b"x").map(|()| "written".to_owned()),
+    );
+    let tcp = outcome(
+        "tcp",
+        std::net::TcpStream::connect("127.0.0.1:4646").map(|_| "connected".to_owned()),
+    );
+    let udp = outcome(
+        "udp",
+        std::net::UdpSocket::bind("0.0.0.0:0").map(|_| "bound".to_owned()),
+    );
     let mut report = format!(
         "env={env} args={args} cwd={cwd} read_dir(/)={root} read(/etc/passwd)={passwd} \
          write(/tmp)={write} tcp(127.0.0.1:4646)={tcp} udp.bind={udp}"
@@ -252,7 +283,13 @@ fn probe_sandbox() -> String {
             .unwrap_or(0);
         report.truncate(cut);
     }
-    report
+    let open = if opened.is_empty() {
+        "none".to_owned()
+    } else {
+        opened.join(",")
+    };
+    let summary = format!("escape:env={env} args={args} open={open}");
+    Probe { report, summary }
 }
 
 fn huge_text() -> String {
@@ -380,7 +417,7 @@ impl ReconcilerMatch for Hostile {
                 Some("forged") => Decision::Ours(FORGED.to_owned()),
                 _ => Decision::Ours(WITH_NUL.to_owned()),
             },
-            Answer::Escape(report) => Decision::NotOurs(report),
+            Answer::Escape(probe) => Decision::NotOurs(probe.report),
         }
     }
 }
@@ -392,7 +429,7 @@ impl GpuRuntime for Hostile {
             Answer::Benign => Decision::Abstain,
             Answer::Output => Decision::Reject(huge_text()),
             Answer::Invalid(field) => Decision::Select(invalid_selection(field.as_deref())),
-            Answer::Escape(report) => Decision::Reject(report),
+            Answer::Escape(probe) => Decision::Reject(probe.report),
         }
     }
 }
@@ -412,10 +449,10 @@ impl StatsTransform for Hostile {
                 })
             }
             Answer::Invalid(field) => Some(invalid_sample(field.as_deref(), sample)),
-            Answer::Escape(report) => {
+            Answer::Escape(probe) => {
                 let usage = sample.usage;
                 let mut sample = sample;
-                sample.breakdown.push((format!("escape:{report}"), usage));
+                sample.breakdown.push((probe.summary, usage));
                 Some(sample)
             }
         }
@@ -429,7 +466,7 @@ impl TaskAdmission for Hostile {
             Answer::Benign => Decision::Allow,
             Answer::Output => Decision::Deny(huge_text()),
             Answer::Invalid(field) => Decision::Patch(invalid_patch(field.as_deref())),
-            Answer::Escape(report) => Decision::Deny(report),
+            Answer::Escape(probe) => Decision::Deny(probe.report),
         }
     }
 }
