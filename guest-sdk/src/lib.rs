@@ -45,6 +45,7 @@ pub const WIT_PACKAGE: &str = "wasmdock:policy@0.1.0";
 pub mod bindings;
 
 pub mod host;
+pub mod limits;
 
 pub use bindings::base::wasmdock::policy::types::{DeviceMount, KeyValue, Mount, TaskIdentity};
 

@@ -11,6 +11,7 @@
 //! and the container; the hook only reads the config and logs the outcome.
 //! See README.md for the config keys.
 
+use wasmdock_guest_sdk::limits::{MAX_REASON, clip};
 use wasmdock_guest_sdk::reconciler_match::{Container, Decision};
 use wasmdock_guest_sdk::{ReconcilerMatch, host};
 
@@ -23,27 +24,6 @@ const DEFAULT_REQUIRED_ENV: &str = "NOMAD_ALLOC_ID,NOMAD_GROUP_NAME";
 const DEFAULT_REQUIRED_MOUNTS: &str = "/alloc,/local,/secrets";
 /// More markers than this is a configuration mistake.
 const MAX_MARKERS: usize = 32;
-
-/// The host refuses reasons longer than this (bytes).
-const MAX_REASON: usize = 4096;
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the
-/// cut with `…`, and replaces NUL characters (which the host refuses).
-fn clip(mut text: String, max: usize) -> String {
-    if text.contains('\0') {
-        text = text.replace('\0', "\u{fffd}");
-    }
-    if text.len() > max {
-        let room = max.saturating_sub('…'.len_utf8());
-        let cut = (0..=room)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
 
 /// This module's `config { }` block, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! See README.md for the config keys.
 
 use wasmdock_guest_sdk::gpu_runtime::{Decision, DeviceRequest, Request, Selection};
+use wasmdock_guest_sdk::limits::{MAX_REASON, clip};
 use wasmdock_guest_sdk::{GpuRuntime, host};
 
 /// The variable Nomad's NVIDIA device plugin sets for a task with GPUs.
@@ -19,27 +20,6 @@ const DEFAULT_CDI_KIND: &str = "nvidia.com/gpu";
 const MAX_DEVICE_IDS: usize = 64;
 /// Longest device id accepted from the environment, in bytes.
 const MAX_DEVICE_ID_LEN: usize = 128;
-
-/// The host refuses reasons longer than this (bytes).
-const MAX_REASON: usize = 4096;
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the
-/// cut with `…`, and replaces NUL characters (which the host refuses).
-fn clip(mut text: String, max: usize) -> String {
-    if text.contains('\0') {
-        text = text.replace('\0', "\u{fffd}");
-    }
-    if text.len() > max {
-        let room = max.saturating_sub('…'.len_utf8());
-        let cut = (0..=room)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
 
 /// How GPUs are handed to the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

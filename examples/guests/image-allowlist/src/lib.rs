@@ -10,6 +10,7 @@
 //! The decision logic is [`decide`], a plain function of the configuration
 //! and the request; the hook only reads the config and logs the outcome.
 
+use wasmdock_guest_sdk::limits::{MAX_REASON, clip};
 use wasmdock_guest_sdk::task_admission::{Decision, Patch, Request};
 use wasmdock_guest_sdk::{KeyValue, TaskAdmission, host};
 
@@ -26,27 +27,6 @@ const MAX_QUOTED_LEN: usize = 256;
 /// The host takes label keys of at most 256 bytes and values of 16 KiB.
 const MAX_LABEL_KEY: usize = 256;
 const MAX_LABEL_VALUE: usize = 16 * 1024;
-
-/// The host refuses reasons longer than this (bytes).
-const MAX_REASON: usize = 4096;
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the
-/// cut with `…`, and replaces NUL characters (which the host refuses).
-fn clip(mut text: String, max: usize) -> String {
-    if text.contains('\0') {
-        text = text.replace('\0', "\u{fffd}");
-    }
-    if text.len() > max {
-        let room = max.saturating_sub('…'.len_utf8());
-        let cut = (0..=room)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
 
 /// This module's `config { }` block, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
