@@ -188,9 +188,10 @@ impl Budget {
         Ok(text)
     }
 
-    /// Charges and checks a list's length.
+    /// Charges a list's items at their in-memory size, then checks its
+    /// length: a huge list is too large before it is malformed.
     pub(crate) fn list<T>(&mut self, what: &str, list: &[T], max: usize) -> Result<(), Refusal> {
-        self.charge(0)?;
+        self.charge(list.len().saturating_mul(std::mem::size_of::<T>()))?;
         if list.len() > max {
             return Err(Refusal::Invalid(format!(
                 "{what} has {} entries; at most {max} are allowed",

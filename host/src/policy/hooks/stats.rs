@@ -183,8 +183,7 @@ impl ResourceUsage {
         }
     }
 
-    fn from_wit(raw: wit::ResourceUsage, budget: &mut Budget) -> Result<Self, Refusal> {
-        budget.charge(std::mem::size_of::<wit::ResourceUsage>())?;
+    fn from_wit(raw: wit::ResourceUsage) -> Result<Self, Refusal> {
         let cpu = raw.cpu;
         for (name, value) in [
             ("system-mode", cpu.system_mode),
@@ -261,15 +260,16 @@ impl Transformed {
                 shift / 1_000_000_000
             )));
         }
+        budget.charge(std::mem::size_of::<wit::Sample>())?;
         budget.list("breakdown", &raw.breakdown, MAX_BREAKDOWN)?;
-        let usage = ResourceUsage::from_wit(raw.usage, budget)?;
+        let usage = ResourceUsage::from_wit(raw.usage)?;
         let mut breakdown = Vec::with_capacity(raw.breakdown.len());
         for (key, entry) in raw.breakdown {
             let key = budget.text("a breakdown key", key, MAX_BREAKDOWN_KEY)?;
             if key.is_empty() {
                 return Err(Refusal::Invalid("a breakdown key is empty".into()));
             }
-            breakdown.push((key, ResourceUsage::from_wit(entry, budget)?));
+            breakdown.push((key, ResourceUsage::from_wit(entry)?));
         }
         Ok(Self::Keep(Sample {
             timestamp_ns: raw.timestamp_ns,
@@ -290,7 +290,7 @@ mod tests {
                 cpu: CpuUsage {
                     percent: 12.5,
                     total_ticks: 300.0,
-                    measured: vec![CpuField::Percent, CpuField::TotalTicks],
+                    measured: vec![CpuField::TotalTicks, CpuField::Percent],
                     ..CpuUsage::default()
                 },
                 memory: MemoryUsage {
@@ -309,6 +309,19 @@ mod tests {
         let back =
             Transformed::from_wit(Some(original.to_wit()), &original, &mut Budget::new(65536));
         assert_eq!(back, Ok(Transformed::Keep(original)));
+    }
+
+    #[test]
+    fn a_huge_breakdown_is_too_large_before_it_is_too_long() {
+        let original = sample();
+        let mut huge = original.to_wit();
+        huge.breakdown = (0..100_000)
+            .map(|i| (format!("k{i}"), original.usage.to_wit()))
+            .collect();
+        assert_eq!(
+            Transformed::from_wit(Some(huge), &original, &mut Budget::new(65536)),
+            Err(Refusal::TooLarge)
+        );
     }
 
     #[test]
