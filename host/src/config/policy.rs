@@ -138,6 +138,17 @@ pub enum FailurePolicy {
     Native,
 }
 
+impl FailurePolicy {
+    /// The name used in configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Ignore => "ignore",
+            Self::Native => "native",
+        }
+    }
+}
+
 /// The schema of the `policy` block.
 pub(super) fn schema() -> Spec {
     block(

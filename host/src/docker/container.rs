@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 use tokio_stream::StreamExt as _;
 
 use super::{CALL_TIMEOUT, Docker, DockerError, Result, bounded};
-use crate::reconciler::plan::Candidate;
+use crate::reconciler::plan::{Candidate, MountPoint};
 
 /// What the driver needs to know about a container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -215,7 +215,17 @@ impl Docker {
                     .mounts
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|m| m.destination)
+                    .filter_map(|m| {
+                        Some(MountPoint {
+                            destination: m.destination?,
+                            source: m
+                                .name
+                                .filter(|n| !n.is_empty())
+                                .or(m.source)
+                                .unwrap_or_default(),
+                            read_only: m.rw == Some(false),
+                        })
+                    })
                     .collect(),
                 created: c.created.unwrap_or(0),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),

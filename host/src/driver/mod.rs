@@ -4,7 +4,8 @@
 //!
 //! One file per verb, named after Nomad's RPCs: `fingerprint`, `start`,
 //! `lifecycle` (wait, stop, destroy, inspect, signal), `recover`; `logging`
-//! runs a task's log forwarding; `stats` its TaskStats streams.
+//! runs a task's log forwarding; `stats` its TaskStats streams; `policy`
+//! is where policy modules take part in those decisions.
 
 pub mod error;
 pub mod events;
@@ -15,6 +16,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod logging;
 pub mod network;
+pub mod policy;
 pub mod recover;
 pub mod sandbox;
 pub mod signals;
@@ -320,6 +322,7 @@ impl Driver {
             }
             Err(error) => tracing::warn!("policy modules will not reload on change: {error}"),
         }
+        self.install_policy_hooks(&host);
         *self
             .policy
             .write()

@@ -44,7 +44,11 @@ impl Driver {
             return Err(DriverError::AlreadyStarted(task.id));
         }
         let configured = self.require_config()?;
-        let config = TaskConfig::from_msgpack(driver_config)?;
+        let mut config = TaskConfig::from_msgpack(driver_config)?;
+        let mut task = task;
+        // Before anything is pulled: a denied image never reaches the node.
+        self.admit(&mut task, &mut config, &configured.plugin)
+            .await?;
         let docker = self
             .docker()
             .await
@@ -87,6 +91,9 @@ impl Driver {
             .unwrap_or_default();
         let host_cpus =
             std::thread::available_parallelism().map_or(1, |n| i64::try_from(n.get()).unwrap_or(1));
+        let gpu = self
+            .choose_gpu(task, config, &configured.plugin, facts)
+            .await?;
         let inputs = SpecInputs {
             task,
             config,
@@ -95,6 +102,7 @@ impl Driver {
             compute,
             host_cpus,
             image: image_id,
+            gpu: gpu.as_ref(),
         };
         let spec = spec::container_spec(&inputs, &RealHostFiles).map_err(|e| {
             DriverError::InvalidConfig(ConfigError::new(

@@ -185,9 +185,25 @@ impl Sampling {
             .map_err(std::io::Error::other)?
     }
 
-    fn publish(&self, previous: &Counters, current: &Counters) {
+    /// Turns two readings into a sample, passes it through the transform
+    /// (a policy: on a blocking thread, bounded by its deadline) and
+    /// publishes what comes out.
+    async fn publish(&self, previous: &Counters, current: &Counters) {
         let usage = counters::sample(Some(previous), current, self.compute);
-        if let Some(usage) = self.transform.transform(&self.identity, usage) {
+        let usage = if self.transform.is_identity() {
+            Some(usage)
+        } else {
+            let transform = Arc::clone(&self.transform);
+            let identity = self.identity.clone();
+            match tokio::task::spawn_blocking(move || transform.transform(&identity, usage)).await {
+                Ok(usage) => usage,
+                Err(error) => {
+                    tracing::warn!(task_id = %self.handle.task.id, %error, "the stats transform failed; sample dropped");
+                    None
+                }
+            }
+        };
+        if let Some(usage) = usage {
             self.shared.publish(usage);
         }
     }
@@ -229,7 +245,7 @@ impl Sampling {
                 Ok(current) => {
                     failures = 0;
                     if let Some(previous) = &previous {
-                        self.publish(previous, &current);
+                        self.publish(previous, &current).await;
                     }
                     let first = previous.is_none();
                     previous = Some(current);
@@ -287,7 +303,7 @@ impl Sampling {
                                 at.elapsed() >= self.shared.interval().mul_f64(0.9)
                             })
                         {
-                            self.publish(previous, &current);
+                            self.publish(previous, &current).await;
                             published = Some(Instant::now());
                         }
                         previous = Some(current);

@@ -72,6 +72,22 @@ fn summarize(output: &Output) -> String {
     }
 }
 
+/// What a module's failure leads to, for people (the table above).
+pub fn consequence(hook: Hook, policy: FailurePolicy) -> &'static str {
+    match (hook, policy) {
+        (Hook::ReconcilerMatch, FailurePolicy::Fail) => "the container is kept",
+        (Hook::GpuRuntime, FailurePolicy::Fail) => "the task is rejected",
+        (Hook::StatsTransform, FailurePolicy::Fail) => "the sample is dropped",
+        (Hook::TaskAdmission, FailurePolicy::Fail) => "the task is denied",
+        (Hook::StatsTransform, FailurePolicy::Native) => "the original sample is sent",
+        (Hook::ReconcilerMatch | Hook::GpuRuntime, FailurePolicy::Native) => {
+            "the native rule decides"
+        }
+        (Hook::StatsTransform, FailurePolicy::Ignore) => "the module is skipped for this sample",
+        (_, FailurePolicy::Ignore | FailurePolicy::Native) => "the module is skipped",
+    }
+}
+
 /// The composed admission decision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {

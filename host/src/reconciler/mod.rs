@@ -109,7 +109,7 @@ pub async fn run(driver: Arc<Driver>, stop: CancellationToken) {
             continue;
         }
         let outcome = tokio::select! {
-            outcome = pass(&driver, &settings, &[]) => outcome,
+            outcome = pass(&driver, &settings, driver.policy_matcher().map(|m| Arc::new(m) as Arc<dyn Matcher>)) => outcome,
             () = stop.cancelled() => return,
         };
         match (flip(&mut last_ok, outcome.is_ok()), outcome) {
@@ -130,11 +130,14 @@ fn flip(last_ok: &mut bool, ok: bool) -> bool {
     flipped
 }
 
-/// One pass: list, decide, remove (or, dry run, only log).
+/// One pass: list, decide, remove (or, dry run, only log). With a
+/// `matcher` (a policy), every untracked candidate past the grace period
+/// except pause containers is inspected for its environment, and the
+/// decision runs on a blocking thread (guest code).
 pub async fn pass(
     driver: &Driver,
     settings: &Settings,
-    matchers: &[&dyn Matcher],
+    matcher: Option<Arc<dyn Matcher>>,
 ) -> Result<(), String> {
     let docker = driver.docker().await.map_err(|e| e.to_string())?;
     let timeout = settings.period.max(MIN_CALL_TIMEOUT);
@@ -151,10 +154,12 @@ pub async fn pass(
     )
     .unwrap_or(i64::MAX);
     let cutoff = now.saturating_sub(i64::try_from(settings.grace.as_secs()).unwrap_or(i64::MAX));
-    for candidate in listed
-        .iter_mut()
-        .filter(|c| !tracked.contains(&c.id) && c.created <= cutoff && plan::needs_env(c))
-    {
+    let policy = matcher.is_some();
+    for candidate in listed.iter_mut().filter(|c| {
+        !tracked.contains(&c.id)
+            && c.created <= cutoff
+            && (plan::needs_env(c) || (policy && !plan::is_pause(c)))
+    }) {
         match docker.container_env(&candidate.id, timeout).await {
             Ok(env) => candidate.env = Some(env),
             Err(err) => {
@@ -162,7 +167,16 @@ pub async fn pass(
             }
         }
     }
-    for removal in plan::plan(&tracked, &listed, now, settings.grace, matchers) {
+    let grace = settings.grace;
+    let removals = match matcher {
+        None => plan::plan(&tracked, &listed, now, grace, &[]),
+        Some(matcher) => tokio::task::spawn_blocking(move || {
+            plan::plan(&tracked, &listed, now, grace, &[matcher.as_ref()])
+        })
+        .await
+        .map_err(|e| format!("deciding with the reconciler-match policy: {e}"))?,
+    };
+    for removal in removals {
         if settings.dry_run {
             tracing::info!(container_id = %removal.id, name = %removal.name, age_secs = removal.age_secs, rule = %removal.rule, "dangling container found (dry run: not removed)");
             continue;

@@ -28,12 +28,67 @@ pub struct Candidate {
     pub labels: BTreeMap<String, String>,
     /// Environment (`K=V`), when the container was inspected.
     pub env: Option<Vec<String>>,
-    /// Mount destinations inside the container.
-    pub mounts: Vec<String>,
+    /// Mounts.
+    pub mounts: Vec<MountPoint>,
     /// Creation time, Unix seconds.
     pub created: i64,
     /// `running`, `exited`, ….
     pub state: String,
+}
+
+/// One mount of a listed container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "MountPointForm")]
+pub struct MountPoint {
+    /// Host path or volume name.
+    pub source: String,
+    /// Path inside the container.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// A mount in fixtures: the destination alone, or every field.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MountPointForm {
+    Destination(String),
+    Full {
+        #[serde(default)]
+        source: String,
+        destination: String,
+        #[serde(default)]
+        read_only: bool,
+    },
+}
+
+impl From<MountPointForm> for MountPoint {
+    fn from(form: MountPointForm) -> Self {
+        match form {
+            MountPointForm::Destination(destination) => Self {
+                destination,
+                ..Self::default()
+            },
+            MountPointForm::Full {
+                source,
+                destination,
+                read_only,
+            } => Self {
+                source,
+                destination,
+                read_only,
+            },
+        }
+    }
+}
+
+/// Prefix of the network pause containers' names (`nomad_init_<alloc id>`).
+pub const PAUSE_NAME_PREFIX: &str = "nomad_init_";
+
+/// Whether a container is a network pause container: policies never judge
+/// those; the native rule does.
+pub fn is_pause(candidate: &Candidate) -> bool {
+    candidate.name.starts_with(PAUSE_NAME_PREFIX)
 }
 
 /// Whether a container was started by a Nomad docker driver.
@@ -86,7 +141,7 @@ pub fn alloc_uuid_suffix(name: &str) -> Option<&str> {
 pub fn has_nomad_mounts(candidate: &Candidate) -> bool {
     ["/alloc", "/local", "/secrets"]
         .iter()
-        .all(|dest| candidate.mounts.iter().any(|m| m == dest))
+        .all(|dest| candidate.mounts.iter().any(|m| m.destination == *dest))
 }
 
 /// Whether deciding needs the container's environment (an inspect call):
@@ -138,7 +193,8 @@ pub struct Removal {
 
 /// The containers to remove: running, not tracked, created at least
 /// `grace` before `now`, and ours per `matchers` (the first that does not
-/// abstain; the native rule when all abstain).
+/// abstain; the native rule when all abstain). Pause containers go to the
+/// native rule directly.
 pub fn plan(
     tracked: &HashSet<String>,
     listed: &[Candidate],
@@ -153,7 +209,8 @@ pub fn plan(
         .filter(|c| !tracked.contains(&c.id))
         .filter(|c| c.created <= cutoff)
         .filter_map(|c| {
-            let decision = matchers
+            let asked: &[&dyn Matcher] = if is_pause(c) { &[] } else { matchers };
+            let decision = asked
                 .iter()
                 .map(|m| m.decide(c))
                 .find(|d| *d != Decision::Abstain)

@@ -102,7 +102,7 @@ use crate::driver::task::{
     DeviceRequest, DnsConfig, LinuxResources, MountRequest, NetworkIsolation, NetworkMode,
     NetworkResource, PortMapping, Resources, TaskRequest,
 };
-use crate::stats::{CpuField, MemoryField, Usage};
+use crate::stats::{CpuField, CpuUsage, MemoryField, MemoryUsage, Usage};
 
 /// Nomad's task config as our domain request (the driver block stays
 /// msgpack; the driver decodes it against its schema).
@@ -217,10 +217,23 @@ pub fn task_request(config: &dpb::TaskConfig) -> TaskRequest {
     }
 }
 
-/// Our exit result on the wire (codes are clamped into int32).
-/// A sample as Nomad's `TaskStats`: timestamp, aggregate usage and an
-/// empty per-pid map are always set (a nil there panics the agent).
+/// A sample as Nomad's `TaskStats`: timestamp, aggregate usage and the
+/// per-pid map are always set (a nil there panics the agent); the map
+/// carries the breakdown a stats policy added, empty otherwise.
 pub fn task_stats(usage: &Usage) -> dpb::TaskStats {
+    dpb::TaskStats {
+        id: String::new(),
+        timestamp: Some(timestamp(usage.timestamp)),
+        agg_resource_usage: Some(resource_usage(&usage.cpu, &usage.memory)),
+        resource_usage_by_pid: usage
+            .breakdown
+            .iter()
+            .map(|(key, entry)| (key.clone(), resource_usage(&entry.cpu, &entry.memory)))
+            .collect(),
+    }
+}
+
+fn resource_usage(cpu: &CpuUsage, memory: &MemoryUsage) -> dpb::TaskResourceUsage {
     use dpb::cpu_usage::Fields as Cpu;
     use dpb::memory_usage::Fields as Memory;
     let cpu_field = |f: &CpuField| -> i32 {
@@ -241,39 +254,35 @@ pub fn task_stats(usage: &Usage) -> dpb::TaskStats {
             MemoryField::Swap => Memory::Swap,
             MemoryField::Usage => Memory::Usage,
             MemoryField::MaxUsage => Memory::MaxUsage,
+            MemoryField::KernelUsage => Memory::KernelUsage,
+            MemoryField::KernelMaxUsage => Memory::KernelMaxUsage,
         }
         .into()
     };
-    let cpu = &usage.cpu;
-    let memory = &usage.memory;
-    dpb::TaskStats {
-        id: String::new(),
-        timestamp: Some(timestamp(usage.timestamp)),
-        agg_resource_usage: Some(dpb::TaskResourceUsage {
-            cpu: Some(dpb::CpuUsage {
-                system_mode: cpu.system_mode,
-                user_mode: cpu.user_mode,
-                total_ticks: cpu.total_ticks,
-                throttled_periods: cpu.throttled_periods,
-                throttled_time: cpu.throttled_time,
-                percent: cpu.percent,
-                measured_fields: cpu.measured.iter().map(cpu_field).collect(),
-            }),
-            memory: Some(dpb::MemoryUsage {
-                rss: memory.rss,
-                cache: memory.cache,
-                max_usage: memory.max_usage,
-                kernel_usage: 0,
-                kernel_max_usage: 0,
-                usage: memory.usage,
-                swap: memory.swap,
-                measured_fields: memory.measured.iter().map(memory_field).collect(),
-            }),
+    dpb::TaskResourceUsage {
+        cpu: Some(dpb::CpuUsage {
+            system_mode: cpu.system_mode,
+            user_mode: cpu.user_mode,
+            total_ticks: cpu.total_ticks,
+            throttled_periods: cpu.throttled_periods,
+            throttled_time: cpu.throttled_time,
+            percent: cpu.percent,
+            measured_fields: cpu.measured.iter().map(cpu_field).collect(),
         }),
-        resource_usage_by_pid: std::collections::HashMap::new(),
+        memory: Some(dpb::MemoryUsage {
+            rss: memory.rss,
+            cache: memory.cache,
+            max_usage: memory.max_usage,
+            kernel_usage: memory.kernel_usage,
+            kernel_max_usage: memory.kernel_max_usage,
+            usage: memory.usage,
+            swap: memory.swap,
+            measured_fields: memory.measured.iter().map(memory_field).collect(),
+        }),
     }
 }
 
+/// Our exit result on the wire (codes are clamped into int32).
 pub fn exit_result(result: &ExitResult) -> dpb::ExitResult {
     dpb::ExitResult {
         exit_code: clamp_i32(result.exit_code),

@@ -118,12 +118,15 @@ pub fn sample(previous: Option<&Counters>, current: &Counters, compute: NodeComp
         swap: current.memory.swap,
         usage: current.memory.usage,
         max_usage: current.memory.max_usage.unwrap_or(0),
+        kernel_usage: 0,
+        kernel_max_usage: 0,
         measured,
     };
     Usage {
         timestamp: current.at,
         cpu,
         memory,
+        breakdown: Vec::new(),
     }
 }
 

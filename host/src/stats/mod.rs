@@ -82,6 +82,10 @@ pub enum MemoryField {
     Usage,
     /// "Max Usage".
     MaxUsage,
+    /// "Kernel Usage" (only a policy sets it; the cgroup readers do not).
+    KernelUsage,
+    /// "Kernel Max Usage" (likewise).
+    KernelMaxUsage,
 }
 
 impl MemoryField {
@@ -93,6 +97,8 @@ impl MemoryField {
             Self::Swap => "Swap",
             Self::Usage => "Usage",
             Self::MaxUsage => "Max Usage",
+            Self::KernelUsage => "Kernel Usage",
+            Self::KernelMaxUsage => "Kernel Max Usage",
         }
     }
 }
@@ -129,8 +135,21 @@ pub struct MemoryUsage {
     pub usage: u64,
     /// Highest `usage` seen (0 where the kernel does not track it).
     pub max_usage: u64,
+    /// Kernel memory (0 unless a policy set it).
+    pub kernel_usage: u64,
+    /// Highest kernel memory (0 unless a policy set it).
+    pub kernel_max_usage: u64,
     /// Which of the above were measured.
     pub measured: Vec<MemoryField>,
+}
+
+/// CPU and memory of one entry of a sample's breakdown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceUsage {
+    /// CPU.
+    pub cpu: CpuUsage,
+    /// Memory.
+    pub memory: MemoryUsage,
 }
 
 /// One sample of a task.
@@ -142,6 +161,9 @@ pub struct Usage {
     pub cpu: CpuUsage,
     /// Memory.
     pub memory: MemoryUsage,
+    /// Named extra entries, sent as Nomad's per-process map
+    /// (`ResourceUsageByPid`); empty unless a stats policy adds some.
+    pub breakdown: Vec<(String, ResourceUsage)>,
 }
 
 /// Who a sample is about, for policies that tag or filter metrics.

@@ -118,6 +118,7 @@ mod tests {
                 ..Default::default()
             },
             memory: super::super::MemoryUsage::default(),
+            breakdown: Vec::new(),
         }
     }
 

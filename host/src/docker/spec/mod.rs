@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
+    ContainerCreateBody, DeviceRequest, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum,
+    HostConfigLogConfig,
 };
 
 use super::engine::EngineFacts;
@@ -77,6 +78,21 @@ pub struct SpecInputs<'a> {
     pub host_cpus: i64,
     /// Image reference or id to run, already pulled or loaded.
     pub image: &'a str,
+    /// What a GPU runtime policy chose; `None` applies the native rule.
+    pub gpu: Option<&'a GpuChoice>,
+}
+
+/// A GPU runtime policy's choice for a task, in place of the native rule
+/// (`nvidia_runtime` when `NVIDIA_VISIBLE_DEVICES` is set). The runtime is
+/// still checked against the engine's runtimes and `allow_runtimes`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuChoice {
+    /// The policy module that chose, for error messages.
+    pub policy: String,
+    /// The runtime; `None` keeps the task's own (or the engine default).
+    pub runtime: Option<String>,
+    /// Device requests (CDI and the like) for the engine.
+    pub device_requests: Vec<DeviceRequest>,
 }
 
 /// Read access to the host files the mapping needs. A trait so tests can
@@ -133,6 +149,36 @@ impl SpecError {
     }
 }
 
+/// The privilege rules a task config must pass, checked on their own: an
+/// admission policy's patch goes through them before the image is pulled,
+/// so a patch can never grant what the plugin config forbids (privileged
+/// mode, capabilities outside `allow_caps`, runtimes outside
+/// `allow_runtimes`, a pids limit above the plugin's).
+pub fn check_privileges(
+    config: &TaskConfig,
+    plugin: &PluginConfig,
+    host: &dyn HostFiles,
+) -> Result<(), SpecError> {
+    if config.privileged && !plugin.allow_privileged {
+        return Err(SpecError::new(
+            "privileged",
+            "Docker privileged mode is disabled on this Nomad agent",
+        ));
+    }
+    security::capabilities(&plugin.allow_caps, &config.cap_add, &config.cap_drop, host)?;
+    if !config.runtime.is_empty() && !plugin.allow_runtimes.contains(&config.runtime) {
+        return Err(SpecError::new(
+            "runtime",
+            format!(
+                "requested runtime {} is not allowed",
+                quote(&config.runtime)
+            ),
+        ));
+    }
+    resources::pids_limit(config.pids_limit, plugin.pids_limit)?;
+    Ok(())
+}
+
 /// Builds the container for a task, as Nomad's docker driver does.
 pub fn container_spec(
     inputs: &SpecInputs<'_>,
@@ -146,6 +192,7 @@ pub fn container_spec(
         compute,
         host_cpus,
         image,
+        gpu,
     } = *inputs;
     let mut warnings = Vec::new();
     let mut files = Vec::new();
@@ -170,7 +217,7 @@ pub fn container_spec(
     }
 
     let binds = mounts::binds(task, config, &plugin.volumes)?;
-    let runtime = security::runtime(task, config, plugin, engine)?;
+    let runtime = security::runtime(task, config, plugin, engine, gpu)?;
     if !config.isolation.is_empty() {
         return Err(SpecError::new(
             "isolation",
@@ -315,6 +362,9 @@ pub fn container_spec(
         readonly_rootfs: Some(config.readonly_rootfs),
         network_mode: Some(network_mode),
         port_bindings: published.port_bindings(),
+        device_requests: gpu
+            .filter(|choice| !choice.device_requests.is_empty())
+            .map(|choice| choice.device_requests.clone()),
         ..HostConfig::default()
     };
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bollard::models::ResourcesUlimits;
 
-use super::{HostFiles, NVIDIA_VISIBLE_DEVICES, SpecError, network, quote};
+use super::{GpuChoice, HostFiles, NVIDIA_VISIBLE_DEVICES, SpecError, network, quote};
 use crate::config::PluginConfig;
 use crate::config::plugin::DEFAULT_ALLOW_CAPS;
 use crate::config::task::TaskConfig;
@@ -14,14 +14,39 @@ use crate::docker::engine::EngineFacts;
 use crate::driver::task::TaskRequest;
 
 /// The OCI runtime: the task's `runtime`, replaced by the plugin's GPU
-/// runtime when a device plugin handed out NVIDIA GPUs; either way it must
-/// be in `allow_runtimes` ("" always is: the engine default).
+/// runtime when a device plugin handed out NVIDIA GPUs, or by what a GPU
+/// runtime policy chose; either way it must be in `allow_runtimes` (""
+/// always is: the engine default).
 pub(super) fn runtime(
     task: &TaskRequest,
     config: &TaskConfig,
     plugin: &PluginConfig,
     engine: &EngineFacts,
+    gpu: Option<&GpuChoice>,
 ) -> Result<String, SpecError> {
+    if let Some(choice) = gpu {
+        let runtime = choice
+            .runtime
+            .clone()
+            .unwrap_or_else(|| config.runtime.clone());
+        let by = format!("(chosen by GPU runtime policy {})", choice.policy);
+        if !runtime.is_empty() && !engine.has_runtime(&runtime) {
+            return Err(SpecError::new(
+                "runtime",
+                format!(
+                    "requested docker runtime {} was not found {by}",
+                    quote(&runtime)
+                ),
+            ));
+        }
+        if !runtime.is_empty() && !plugin.allow_runtimes.contains(&runtime) {
+            return Err(SpecError::new(
+                "runtime",
+                format!("requested runtime {} is not allowed {by}", quote(&runtime)),
+            ));
+        }
+        return Ok(runtime);
+    }
     let mut runtime = config.runtime.clone();
     if task.device_env.contains_key(NVIDIA_VISIBLE_DEVICES) {
         let gpu = &plugin.nvidia_runtime;

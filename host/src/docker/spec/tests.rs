@@ -51,6 +51,7 @@ struct Fixture {
     compute: NodeCompute,
     host_cpus: i64,
     host: FakeHost,
+    gpu: Option<GpuChoice>,
 }
 
 impl Fixture {
@@ -103,6 +104,7 @@ impl Fixture {
                 total_compute: 4096,
             },
             host_cpus: 4,
+            gpu: None,
             host: FakeHost::default(),
         }
     }
@@ -126,6 +128,7 @@ impl Fixture {
             compute: self.compute,
             host_cpus: self.host_cpus,
             image: "org/repo:0.1",
+            gpu: self.gpu.as_ref(),
         };
         container_spec(&inputs, &self.host)
     }
@@ -564,6 +567,64 @@ fn runtime_gpu_selection() {
     assert_eq!(
         err.message,
         r#"conflicting runtime requests: gpu runtime "nvidia" conflicts with task runtime "custom""#
+    );
+}
+
+#[test]
+fn a_gpu_policy_choice_replaces_the_native_rule_but_not_the_checks() {
+    let gpu = |f: &mut Fixture| {
+        f.task
+            .device_env
+            .insert(NVIDIA_VISIBLE_DEVICES.to_owned(), "GPU_UUID_1".to_owned());
+        f.engine.runtimes = strings(&["nvidia", "runc", "gvisor"]);
+    };
+    let choose = |runtime: Option<&'static str>, requests: Vec<bollard::models::DeviceRequest>| {
+        move |f: &mut Fixture| {
+            f.gpu = Some(GpuChoice {
+                policy: "gpu-policy".to_owned(),
+                runtime: runtime.map(str::to_owned),
+                device_requests: requests.clone(),
+            });
+        }
+    };
+    // The policy's runtime wins over the native nvidia_runtime rule, and
+    // over the task's own runtime.
+    let hc = Fixture::new()
+        .with(gpu)
+        .with(|f| f.config.runtime = "custom".to_owned())
+        .with(choose(Some("runc"), vec![]))
+        .host_config();
+    assert_eq!(hc.runtime.as_deref(), Some("runc"));
+    assert_eq!(hc.device_requests, None);
+    // Device requests only (CDI): the task's runtime stays, devices go to
+    // the engine.
+    let cdi = bollard::models::DeviceRequest {
+        driver: Some("cdi".to_owned()),
+        device_ids: Some(strings(&["nvidia.com/gpu=0"])),
+        ..bollard::models::DeviceRequest::default()
+    };
+    let hc = Fixture::new()
+        .with(gpu)
+        .with(choose(None, vec![cdi.clone()]))
+        .host_config();
+    assert_eq!(hc.runtime, None);
+    assert_eq!(hc.device_requests, Some(vec![cdi]));
+    // Still checked: the engine must have it, allow_runtimes must list it.
+    let err = Fixture::new()
+        .with(gpu)
+        .with(choose(Some("kata"), vec![]))
+        .err();
+    assert_eq!(
+        err.message,
+        r#"requested docker runtime "kata" was not found (chosen by GPU runtime policy gpu-policy)"#
+    );
+    let err = Fixture::new()
+        .with(gpu)
+        .with(choose(Some("gvisor"), vec![]))
+        .err();
+    assert_eq!(
+        err.message,
+        r#"requested runtime "gvisor" is not allowed (chosen by GPU runtime policy gpu-policy)"#
     );
 }
 

@@ -140,9 +140,12 @@ impl Request {
 
 /// Security options a patch may add: they may tighten a task, never loosen
 /// it (`unconfined` profiles, disabled labelling, `no-new-privileges:false`).
+/// No `seccomp` option either: its value is a file the plugin would read
+/// from the host, which a guest must not choose.
 pub(crate) fn tightening_security_opt(option: &str) -> bool {
     let lower = option.to_ascii_lowercase();
     !lower.is_empty()
+        && !lower.starts_with("seccomp")
         && !lower.contains("unconfined")
         && lower != "label=disable"
         && lower != "label:disable"
@@ -236,6 +239,7 @@ mod tests {
             "apparmor=Unconfined",
             "label=disable",
             "no-new-privileges:false",
+            "seccomp=/etc/shadow",
             "",
         ] {
             assert!(!tightening_security_opt(loose), "{loose}");
