@@ -1,25 +1,117 @@
-//! The policy host inside the running plugin: modules load on the
-//! long-lived launch (the first Fingerprint) and their counters appear in
-//! InspectTask's driver attributes.
+//! Policy hooks in the running plugin, with real containers and the example
+//! guests: admission denies and patches, the GPU runtime a guest chooses,
+//! the stats tagger's fields in the TaskStats stream, looping guests cut
+//! off at their deadline on every hook, and the counters in InspectTask.
+//! (The reconciler-match hook is in the reconciler test binary.)
 
-use serde_json::json;
-use wasmdock_e2e::calls::{destroy, first_fingerprint, plugin, start, task};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_stream::StreamExt as _;
+use tonic::Streaming;
+use wasmdock_e2e::calls::{destroy, first_fingerprint, plugin, start, start_err, task};
+use wasmdock_e2e::docker::{self, docker};
 use wasmdock_e2e::guests::guest;
 use wasmdock_e2e::images::BUSYBOX_1;
+use wasmdock_e2e::task::{NAMESPACE, duration};
+use wasmdock_e2e::{Alloc, PluginUnderTest, Task, TaskBuilder, run_id};
+use wasmdock_host::rpc::proto::drivers::{
+    self as pb, TaskEventsRequest, TaskStatsRequest, TaskStatsResponse,
+};
+use wasmdock_host::rpc::status::recoverable_flag;
+
+/// The GPU device variable Nomad's NVIDIA device plugin sets.
+const GPU_ENV: &str = "NVIDIA_VISIBLE_DEVICES";
+/// Deadline of the looping guests.
+const LOOP_DEADLINE_MS: u64 = 50;
+
+fn module(name: &str, guest_name: &str, hook: &str, extra: Value) -> Value {
+    let mut module = json!({
+        "name": name,
+        "path": guest(guest_name).to_string_lossy(),
+        "hooks": [hook],
+    });
+    if let (Some(module), Some(extra)) = (module.as_object_mut(), extra.as_object()) {
+        module.extend(extra.clone());
+    }
+    module
+}
+
+/// A plugin with these policy modules, loaded (the first Fingerprint).
+async fn policy_plugin(modules: Vec<Value>, extra: Value) -> PluginUnderTest {
+    let mut config = json!({ "policy": { "module": modules } });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        config.extend(extra.clone());
+    }
+    let plugin = plugin(config).await;
+    first_fingerprint(&plugin).await;
+    plugin
+}
+
+async fn events(plugin: &PluginUnderTest) -> Streaming<pb::DriverTaskEvent> {
+    plugin
+        .driver()
+        .task_events(TaskEventsRequest {})
+        .await
+        .expect("TaskEvents")
+        .into_inner()
+}
+
+/// The first event about `task` whose message contains `needle`.
+async fn event_about(
+    events: &mut Streaming<pb::DriverTaskEvent>,
+    task: &Task,
+    needle: &str,
+) -> pb::DriverTaskEvent {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.next().await {
+            let event = event.expect("an event");
+            if event.task_id == task.id() && event.message.contains(needle) {
+                return Some(event);
+            }
+            seen.push(event.message);
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    found.unwrap_or_else(|| panic!("no event containing {needle:?}; saw {seen:?}"))
+}
+
+fn runtime_of(task: &Task) -> String {
+    let inspect = docker::container_inspect(&task.container_name())
+        .expect("docker inspect")
+        .expect("the container exists");
+    inspect["HostConfig"]["Runtime"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn require_nvidia_runtime() {
+    let runtimes = docker(&["info", "--format", "{{json .Runtimes}}"]).expect("docker info");
+    assert!(
+        runtimes.contains("\"nvidia\""),
+        "the Docker engine has no runtime named `nvidia` ({runtimes}); these tests need one \
+         (it may be plain runc): start dockerd with `--add-runtime nvidia=$(command -v runc)`, \
+         as scripts/lib.sh's ensure_docker does"
+    );
+}
 
 #[tokio::test]
 async fn policy_counters_appear_in_inspect_task_attributes() {
-    let module = guest("image-allowlist");
-    let plugin = plugin(json!({
-        "policy": { "module": [{
-            "name": "allow",
-            "path": module.to_string_lossy(),
-            "hooks": ["task-admission"],
-            "config": { "allowed": "*" },
-        }]},
-    }))
+    let plugin = policy_plugin(
+        vec![module(
+            "allow",
+            "image-allowlist",
+            "task-admission",
+            json!({ "config": { "allowed": "*" } }),
+        )],
+        json!({}),
+    )
     .await;
-    first_fingerprint(&plugin).await;
     let task = task(
         "policy-inspect",
         json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
@@ -41,6 +133,423 @@ async fn policy_counters_appear_in_inspect_task_attributes() {
             "{key} missing from {attributes:?}"
         );
     }
+    assert_eq!(
+        attributes["policy.allow.task-admission.calls"], "1",
+        "the start was admitted by one call"
+    );
     assert!(attributes.contains_key("container_id"));
     destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn an_image_outside_the_allow_list_is_denied_with_the_guests_reason() {
+    let plugin = policy_plugin(
+        vec![module(
+            "allowlist",
+            "image-allowlist",
+            "task-admission",
+            json!({ "config": {
+                "allowed": "registry.local/*",
+                "label": "policy.example/checked=true",
+            }}),
+        )],
+        json!({}),
+    )
+    .await;
+    let mut stream = events(&plugin).await;
+    let denied = task(
+        "denied",
+        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
+    );
+    let status = start_err(&plugin, &denied).await;
+    assert_eq!(
+        recoverable_flag(&status),
+        Some(false),
+        "a denial is final: {status:?}"
+    );
+    let message = status.message();
+    assert!(
+        message.contains("admission policy allowlist denied the task")
+            && message.contains(BUSYBOX_1)
+            && message.contains("is not allowed"),
+        "the error carries the module and the guest's reason: {message}"
+    );
+    let event = event_about(&mut stream, &denied, "task-admission").await;
+    assert!(
+        event
+            .message
+            .starts_with("Policy allowlist (task-admission): deny: "),
+        "{}",
+        event.message
+    );
+    assert_eq!(event.annotations["policy"], "allowlist");
+    assert_eq!(event.annotations["hook"], "task-admission");
+    assert!(event.annotations["outcome"].starts_with("deny: "));
+    assert!(
+        docker::container_inspect(&denied.container_name())
+            .unwrap()
+            .is_none(),
+        "no container was created"
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_task_is_patched_within_the_plugin_config() {
+    let plugin = policy_plugin(
+        vec![module(
+            "allowlist",
+            "image-allowlist",
+            "task-admission",
+            json!({ "config": {
+                "allowed": "wasmdock-test/*",
+                "label": "policy.example/checked=true",
+            }}),
+        )],
+        json!({}),
+    )
+    .await;
+    let mut stream = events(&plugin).await;
+    let task = task(
+        "patched",
+        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
+    );
+    start(&plugin, &task).await;
+    let decision = event_about(&mut stream, &task, "(task-admission): patch").await;
+    assert_eq!(decision.annotations["policy"], "allowlist");
+    let applied = event_about(&mut stream, &task, "patch applied").await;
+    assert!(
+        applied.message.contains("label policy.example/checked"),
+        "{}",
+        applied.message
+    );
+    let inspect = docker::container_inspect(&task.container_name())
+        .unwrap()
+        .expect("the container exists");
+    let labels = &inspect["Config"]["Labels"];
+    assert_eq!(labels["policy.example/checked"], "true", "{labels}");
+    assert_eq!(
+        labels["com.hashicorp.nomad.alloc_id"],
+        task.alloc_id(),
+        "Nomad's own label is untouched"
+    );
+    destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn a_gpu_task_gets_the_runtime_the_guest_chooses_and_others_do_not() {
+    require_nvidia_runtime();
+    // The native rule would pick `runc` (the plugin's nvidia_runtime here);
+    // the guest picks `nvidia`, so the runtime shows who decided.
+    let plugin = policy_plugin(
+        vec![module(
+            "gpu",
+            "gpu-runtime",
+            "gpu-runtime",
+            json!({ "config": { "mode": "runtime", "runtime": "nvidia" } }),
+        )],
+        json!({ "nvidia_runtime": "runc", "allow_runtimes": ["runc", "nvidia"] }),
+    )
+    .await;
+    let mut stream = events(&plugin).await;
+    let sleeper = json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] });
+    let gpu_task = TaskBuilder::new("gpu", sleeper.clone())
+        .device_env(GPU_ENV, "GPU-0a1b2c3d")
+        .build()
+        .unwrap();
+    start(&plugin, &gpu_task).await;
+    assert_eq!(runtime_of(&gpu_task), "nvidia");
+    let event = event_about(&mut stream, &gpu_task, "(gpu-runtime)").await;
+    assert_eq!(
+        event.message, "Policy gpu (gpu-runtime): runtime nvidia, 0 device request(s)",
+        "the decision and the module are in a task event"
+    );
+
+    let plain = task("no-gpu", sleeper);
+    start(&plugin, &plain).await;
+    assert_eq!(
+        runtime_of(&plain),
+        "runc",
+        "a task without GPU env keeps the engine default"
+    );
+    destroy(&plugin, &gpu_task, true).await;
+    destroy(&plugin, &plain, true).await;
+}
+
+#[tokio::test]
+async fn a_guests_runtime_is_still_checked_against_allow_runtimes() {
+    require_nvidia_runtime();
+    // The overreaching guest picks `nvidia` whatever allow_runtimes says.
+    let plugin = policy_plugin(
+        vec![module(
+            "greedy",
+            "hostile",
+            "gpu-runtime",
+            json!({ "config": { "behaviour": "overreach" } }),
+        )],
+        json!({ "allow_runtimes": ["runc"] }),
+    )
+    .await;
+    let gpu_task = TaskBuilder::new("gpu-refused", json!({ "image": BUSYBOX_1 }))
+        .device_env(GPU_ENV, "GPU-0a1b2c3d")
+        .build()
+        .unwrap();
+    let status = start_err(&plugin, &gpu_task).await;
+    assert!(
+        status.message().contains(
+            r#"requested runtime "nvidia" is not allowed (chosen by GPU runtime policy greedy)"#
+        ),
+        "{status:?}"
+    );
+    assert!(
+        docker::container_inspect(&gpu_task.container_name())
+            .unwrap()
+            .is_none(),
+        "no container was created"
+    );
+}
+
+#[tokio::test]
+async fn a_patch_cannot_grant_what_the_plugin_config_forbids() {
+    for (field, expected) in [
+        (
+            "cap-add",
+            "driver does not allow the following capabilities: sys_admin",
+        ),
+        (
+            "label",
+            r#"label "com.hashicorp.nomad.alloc_id" is Nomad's own"#,
+        ),
+        (
+            "env",
+            r#"environment variable "NOMAD_ALLOC_ID" is Nomad's own"#,
+        ),
+        ("memory", "memory-max-mb 1048576 is outside"),
+    ] {
+        let plugin = policy_plugin(
+            vec![module(
+                "greedy",
+                "hostile",
+                "task-admission",
+                json!({ "config": { "behaviour": "overreach", "field": field } }),
+            )],
+            json!({}),
+        )
+        .await;
+        let mut stream = events(&plugin).await;
+        let task = task(&format!("overreach-{field}"), json!({ "image": BUSYBOX_1 }));
+        let status = start_err(&plugin, &task).await;
+        assert_eq!(
+            recoverable_flag(&status),
+            Some(false),
+            "{field}: {status:?}"
+        );
+        assert!(
+            status.message().contains(
+                "admission policy greedy patched the task beyond what the plugin config permits"
+            ) && status.message().contains(expected),
+            "{field}: {status:?}"
+        );
+        let event = event_about(&mut stream, &task, "patch refused").await;
+        assert!(event.message.contains(expected), "{}", event.message);
+        assert!(
+            docker::container_inspect(&task.container_name())
+                .unwrap()
+                .is_none(),
+            "{field}: no container was created"
+        );
+    }
+}
+
+async fn stats_stream(plugin: &PluginUnderTest, task: &Task) -> Streaming<TaskStatsResponse> {
+    plugin
+        .driver()
+        .task_stats(TaskStatsRequest {
+            task_id: task.id().to_owned(),
+            collection_interval: Some(duration(Duration::from_millis(500))),
+        })
+        .await
+        .expect("TaskStats")
+        .into_inner()
+}
+
+async fn next_sample(stream: &mut Streaming<TaskStatsResponse>) -> pb::TaskStats {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a sample in time")
+        .expect("no stream error")
+        .expect("the stream is open")
+        .stats
+        .expect("stats set")
+}
+
+fn burner(name: &str, alloc: &Alloc) -> Task {
+    alloc
+        .task(
+            name,
+            json!({ "image": BUSYBOX_1, "command": "sh", "args": ["-c", "while :; do :; done"] }),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_stats_taggers_fields_reach_the_task_stats_stream() {
+    let kept_job = format!("tagged-{}", run_id());
+    let dropped_job = format!("quiet-{}", run_id());
+    let plugin = policy_plugin(
+        vec![module(
+            "tagger",
+            "stats-tagger",
+            "stats-transform",
+            json!({ "config": { "cpu_scale": "0", "drop_jobs": "quiet-*" } }),
+        )],
+        json!({}),
+    )
+    .await;
+    let kept_alloc = Alloc::for_job(&kept_job, "web").unwrap();
+    let kept = burner("tagged", &kept_alloc);
+    let dropped_alloc = Alloc::for_job(&dropped_job, "web").unwrap();
+    let dropped = burner("quiet", &dropped_alloc);
+    start(&plugin, &kept).await;
+    start(&plugin, &dropped).await;
+
+    let mut stream = stats_stream(&plugin, &kept).await;
+    let tag = format!("tag:{NAMESPACE}/{kept_job}/web/{}", kept.name());
+    for _ in 0..3 {
+        let sample = next_sample(&mut stream).await;
+        let cpu = sample
+            .agg_resource_usage
+            .as_ref()
+            .and_then(|u| u.cpu.as_ref())
+            .expect("cpu");
+        assert_eq!(
+            cpu.percent, 0.0,
+            "cpu_scale 0 zeroes a busy loop's percent: the guest's sample is sent"
+        );
+        assert_eq!(cpu.total_ticks, 0.0);
+        let entry = sample
+            .resource_usage_by_pid
+            .get(&tag)
+            .unwrap_or_else(|| panic!("the tag {tag} in {:?}", sample.resource_usage_by_pid));
+        assert!(entry.memory.as_ref().is_some_and(|m| m.rss > 0));
+    }
+
+    let mut quiet = stats_stream(&plugin, &dropped).await;
+    let got = tokio::time::timeout(Duration::from_secs(3), quiet.message()).await;
+    assert!(
+        got.is_err(),
+        "every sample of a dropped job is dropped: {got:?}"
+    );
+    // The kept stream goes on meanwhile.
+    next_sample(&mut stream).await;
+    destroy(&plugin, &kept, true).await;
+    destroy(&plugin, &dropped, true).await;
+}
+
+fn looping(name: &str, hook: &str, failure_policy: &str) -> Value {
+    module(
+        name,
+        "hostile",
+        hook,
+        json!({
+            "failure_policy": failure_policy,
+            "deadline": format!("{LOOP_DEADLINE_MS}ms"),
+            "config": { "behaviour": "loop" },
+        }),
+    )
+}
+
+/// A looping guest's step: cut off at (not before, not long after) its
+/// deadline, and what its failure policy made of it.
+fn assert_cut_off(event: &pb::DriverTaskEvent, consequence: &str) {
+    assert!(
+        event
+            .message
+            .contains(&format!("ran past its deadline of {LOOP_DEADLINE_MS}ms")),
+        "{}",
+        event.message
+    );
+    assert!(event.message.ends_with(consequence), "{}", event.message);
+    assert_eq!(event.annotations["outcome"], "error: timeout");
+    let latency_us: u64 = event.annotations["latency_us"].parse().unwrap();
+    assert!(
+        (LOOP_DEADLINE_MS * 1000..LOOP_DEADLINE_MS * 1000 * 10).contains(&latency_us),
+        "stopped at its deadline: {latency_us} µs"
+    );
+}
+
+#[tokio::test]
+async fn looping_guests_are_cut_off_and_tasks_proceed_per_failure_policy() {
+    require_nvidia_runtime();
+    let plugin = policy_plugin(
+        vec![
+            looping("loop-admit", "task-admission", "ignore"),
+            looping("loop-gpu", "gpu-runtime", "native"),
+            looping("loop-stats", "stats-transform", "native"),
+        ],
+        json!({}),
+    )
+    .await;
+    let mut stream = events(&plugin).await;
+    let task = TaskBuilder::new(
+        "loops",
+        json!({ "image": BUSYBOX_1, "command": "sh", "args": ["-c", "while :; do :; done"] }),
+    )
+    .device_env(GPU_ENV, "GPU-0a1b2c3d")
+    .build()
+    .unwrap();
+    start(&plugin, &task).await;
+    // Admission: skipped (ignore); GPU: the native rule picks nvidia.
+    let admission = event_about(&mut stream, &task, "(task-admission) failed").await;
+    assert_cut_off(&admission, "the module is skipped");
+    let gpu = event_about(&mut stream, &task, "(gpu-runtime) failed").await;
+    assert_cut_off(&gpu, "the native rule decides");
+    assert_eq!(runtime_of(&task), "nvidia");
+    // Stats: the original sample is sent, one after another.
+    let mut samples = stats_stream(&plugin, &task).await;
+    for _ in 0..3 {
+        let sample = next_sample(&mut samples).await;
+        let cpu = sample.agg_resource_usage.unwrap().cpu.unwrap();
+        assert!(cpu.percent > 30.0, "the unchanged sample: {cpu:?}");
+    }
+    assert!(
+        plugin
+            .wait_for_stderr("ran past its deadline", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    let attributes = plugin
+        .driver()
+        .inspect_task(task.inspect_request())
+        .await
+        .unwrap()
+        .into_inner()
+        .driver
+        .unwrap()
+        .attributes;
+    let timeouts: u64 = attributes["policy.loop-stats.stats-transform.timeouts"]
+        .parse()
+        .unwrap();
+    assert!(timeouts >= 3, "{attributes:?}");
+    destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn a_looping_admission_guest_that_fails_closed_denies_the_task() {
+    let plugin = policy_plugin(
+        vec![looping("loop-admit", "task-admission", "fail")],
+        json!({}),
+    )
+    .await;
+    let mut stream = events(&plugin).await;
+    let task = task("loop-denied", json!({ "image": BUSYBOX_1 }));
+    let status = start_err(&plugin, &task).await;
+    assert_eq!(recoverable_flag(&status), Some(false));
+    assert!(
+        status.message().contains("admission policy loop-admit")
+            && status.message().contains("ran past its deadline"),
+        "{status:?}"
+    );
+    let event = event_about(&mut stream, &task, "(task-admission) failed").await;
+    assert_cut_off(&event, "the task is denied");
 }

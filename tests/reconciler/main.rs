@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use wasmdock_e2e::calls::{destroy, first_fingerprint, start};
 use wasmdock_e2e::docker::{self, docker};
+use wasmdock_e2e::guests::guest;
 use wasmdock_e2e::ids::{run_id, uuid_v4};
 use wasmdock_e2e::images::{self, BUSYBOX_1, sleeper_image};
 use wasmdock_e2e::{Alloc, Cleanup, PluginUnderTest, TaskBuilder};
@@ -38,12 +39,20 @@ fn refuse_foreign_nomad_containers() {
 }
 
 async fn reconciling_plugin(dry_run: bool) -> PluginUnderTest {
+    reconciling_plugin_with(dry_run, json!({})).await
+}
+
+/// A reconciling plugin with `extra` plugin config (policy modules).
+async fn reconciling_plugin_with(dry_run: bool, extra: serde_json::Value) -> PluginUnderTest {
     images::busybox();
     refuse_foreign_nomad_containers();
-    let config = json!({
+    let mut config = json!({
         "infra_image": sleeper_image(),
         "gc": { "dangling_containers": { "enabled": true, "dry_run": dry_run } },
     });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        config.extend(extra.clone());
+    }
     let plugin = PluginUnderTest::start_with_env(config, "wasmdock", &[(TEST_TIMING_ENV, TIMING)])
         .await
         .expect("plugin starts");
@@ -236,4 +245,166 @@ async fn dry_run_removes_nothing_and_says_what_it_would_remove() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(exists(&stray), "dry run removed nothing");
+}
+
+/// `docker run -d` of a sleeper with the three Nomad task mounts and `env`,
+/// named `<run>-<name>` (not a `<task>-<alloc id>` name).
+fn run_with_nomad_mounts(cleanup: &Cleanup, name: &str, env: &[String]) -> String {
+    let mounts = tempfile::tempdir().unwrap();
+    let full = format!("wasmdock-e2e-{}-{name}", run_id());
+    let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), full];
+    for dir in ["alloc", "local", "secrets"] {
+        args.push("-v".into());
+        args.push(format!("{}:/{dir}", mounts.path().display()));
+    }
+    for pair in env {
+        args.push("-e".into());
+        args.push(pair.clone());
+    }
+    args.extend([BUSYBOX_1.to_owned(), "sleep".into(), "1000".into()]);
+    let id = docker(&args).expect("docker run").trim().to_owned();
+    cleanup.container(&id);
+    id
+}
+
+/// Log lines of policy decisions about `id`.
+fn decisions_about(plugin: &PluginUnderTest, id: &str) -> Vec<String> {
+    plugin
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("\"hook\":\"reconciler-match\"") && l.contains(id))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_env_mount_matcher_removes_what_the_native_rule_misses_and_spares_the_rest() {
+    let _serial = SERIAL.lock().await;
+    let matcher = guest("env-mount-matcher");
+    let plugin = reconciling_plugin_with(
+        false,
+        json!({ "policy": { "module": [{
+            "name": "matcher",
+            "path": matcher.to_string_lossy(),
+            "hooks": ["reconciler-match"],
+            "failure_policy": "native",
+        }]}}),
+    )
+    .await;
+    let cleanup = Cleanup::new();
+    // Nomad's mounts and environment, but renamed: the native rule needs a
+    // `<task>-<alloc id>` name and misses it; the guest claims it.
+    let renamed = run_with_nomad_mounts(
+        &cleanup,
+        "renamed",
+        &[
+            format!("NOMAD_ALLOC_ID={}", uuid_v4()),
+            "NOMAD_GROUP_NAME=web".to_owned(),
+        ],
+    );
+    // The mounts without the environment, and an unrelated container.
+    let mounts_only = run_with_nomad_mounts(&cleanup, "mounts-only", &[]);
+    let unrelated = run_container(&cleanup, "unrelated-to-policy", &[]);
+    let task = TaskBuilder::new(
+        "tracked-by-policy",
+        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
+    )
+    .build()
+    .unwrap();
+    start(&plugin, &task).await;
+    let pause_alloc = Alloc::new().unwrap();
+    let spec = plugin
+        .driver()
+        .create_network(CreateNetworkRequest {
+            alloc_id: pause_alloc.id().to_owned(),
+            hostname: "policy".to_owned(),
+        })
+        .await
+        .expect("CreateNetwork")
+        .into_inner()
+        .isolation_spec
+        .expect("a spec");
+    let pause = spec.labels["docker_sandbox_container_id"].clone();
+
+    assert!(
+        gone_within(&renamed, Duration::from_secs(20)).await,
+        "the renamed Nomad container is removed by the guest's decision"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(exists(&mounts_only), "the mounts-only container was kept");
+    assert!(exists(&unrelated), "the unrelated container was kept");
+    assert!(exists(&pause), "the pause container was kept");
+    let tracked = docker::container_inspect(&task.container_name())
+        .unwrap()
+        .expect("the tracked task's container was kept");
+    let tracked_id = tracked["Id"].as_str().unwrap().to_owned();
+
+    let removal = plugin
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("removed dangling container") && l.contains(&renamed))
+        .expect("the removal is logged");
+    assert!(
+        removal.contains("NOMAD_ALLOC_ID"),
+        "the guest's reason is the rule: {removal}"
+    );
+    let decided = decisions_about(&plugin, &renamed);
+    assert!(
+        decided.iter().any(|l| l.contains("\"module\":\"matcher\"")
+            && l.contains("latency_us")
+            && l.contains("ours")),
+        "the decision is logged with module, latency and outcome: {decided:?}"
+    );
+    assert!(
+        !decisions_about(&plugin, &unrelated).is_empty(),
+        "the unrelated container was judged by the guest"
+    );
+    for (what, id) in [("tracked", &tracked_id), ("pause", &pause)] {
+        assert_eq!(
+            decisions_about(&plugin, id),
+            Vec::<String>::new(),
+            "the {what} container never reaches the guest"
+        );
+    }
+    destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn a_looping_matcher_is_cut_off_and_the_native_rule_decides() {
+    let _serial = SERIAL.lock().await;
+    let hostile = guest("hostile");
+    let plugin = reconciling_plugin_with(
+        false,
+        json!({ "policy": { "module": [{
+            "name": "loop",
+            "path": hostile.to_string_lossy(),
+            "hooks": ["reconciler-match"],
+            "failure_policy": "native",
+            "deadline": "50ms",
+            "config": { "behaviour": "loop" },
+        }]}}),
+    )
+    .await;
+    let cleanup = Cleanup::new();
+    let labelled = run_container(
+        &cleanup,
+        "labelled-loop",
+        &["--label", &format!("{ALLOC_LABEL}={}", uuid_v4())],
+    );
+    let unrelated = run_container(&cleanup, "unrelated-loop", &[]);
+    assert!(
+        gone_within(&labelled, Duration::from_secs(20)).await,
+        "the native rule still removes the labelled stray"
+    );
+    assert!(exists(&unrelated), "the unrelated container was kept");
+    let failure = decisions_about(&plugin, &labelled)
+        .into_iter()
+        .find(|l| l.contains("policy hook failed"))
+        .expect("the cut-off call is logged");
+    for field in [
+        "\"error_kind\":\"timeout\"",
+        "\"failure_policy\":\"native\"",
+        "the native rule decides",
+    ] {
+        assert!(failure.contains(field), "{field} in {failure}");
+    }
 }

@@ -161,6 +161,7 @@ pub struct TaskBuilder {
     alloc: Option<Alloc>,
     driver_config: serde_json::Value,
     env: BTreeMap<String, String>,
+    device_env: BTreeMap<String, String>,
     cpu_shares: i64,
     memory_mb: i64,
     memory_max_mb: i64,
@@ -190,6 +191,7 @@ impl TaskBuilder {
             alloc: None,
             driver_config,
             env: BTreeMap::new(),
+            device_env: BTreeMap::new(),
             cpu_shares: DEFAULT_CPU_SHARES,
             memory_mb: DEFAULT_MEMORY_MB,
             memory_max_mb: 0,
@@ -217,6 +219,14 @@ impl TaskBuilder {
     /// Adds (or overrides) a task environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// A variable a device plugin set (e.g. `NVIDIA_VISIBLE_DEVICES`): in
+    /// the task environment and its device environment, as Nomad sends it.
+    pub fn device_env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_owned(), value.to_owned());
+        self.device_env.insert(key.to_owned(), value.to_owned());
         self
     }
 
@@ -348,7 +358,7 @@ impl TaskBuilder {
             name: name.clone(),
             msgpack_driver_config: encode_json(&self.driver_config),
             env: env.into_iter().collect(),
-            device_env: Default::default(),
+            device_env: self.device_env.into_iter().collect(),
             resources: Some(Resources {
                 allocated_resources: Some(AllocatedTaskResources {
                     cpu: Some(AllocatedCpuResources {

@@ -154,7 +154,7 @@ impl PolicyHost {
                 Ok(_) => unreachable!("gpu-runtime answers with a gpu decision"),
                 Err(error) => match slot.spec.failure_policy {
                     FailurePolicy::Fail => {
-                        let message = format!("GPU runtime policy {} {error}", slot.spec.name);
+                        let message = format!("the module {error}");
                         return (gpu::Decision::Reject(message), steps);
                     }
                     FailurePolicy::Ignore => {}
@@ -223,7 +223,7 @@ impl PolicyHost {
                         return (
                             Admission::Deny {
                                 module: slot.spec.name.clone(),
-                                reason: format!("admission policy {} {error}", slot.spec.name),
+                                reason: format!("the module {error}"),
                             },
                             steps,
                         );

@@ -98,28 +98,25 @@ impl Driver {
         let request = gpu_request(task, config, plugin, engine);
         let (decision, steps) = run_blocking(move || host.select_gpu(request)).await?;
         self.report(Some(task), &steps);
+        // The module that decided: the last one asked.
+        let policy = steps
+            .last()
+            .map(|step| step.module.clone())
+            .unwrap_or_default();
         match decision {
             gpu::Decision::Abstain => Ok(None),
             gpu::Decision::Reject(message) => Err(DriverError::unrecoverable(format!(
-                "GPU runtime policy rejected the task: {message}"
+                "GPU runtime policy {policy} rejected the task: {message}"
             ))),
-            gpu::Decision::Select(selection) => {
-                let policy = steps
-                    .iter()
-                    .rev()
-                    .find(|step| step.outcome.is_ok())
-                    .map(|step| step.module.clone())
-                    .unwrap_or_default();
-                Ok(Some(GpuChoice {
-                    policy,
-                    runtime: selection.runtime,
-                    device_requests: selection
-                        .device_requests
-                        .into_iter()
-                        .map(device_request)
-                        .collect(),
-                }))
-            }
+            gpu::Decision::Select(selection) => Ok(Some(GpuChoice {
+                policy,
+                runtime: selection.runtime,
+                device_requests: selection
+                    .device_requests
+                    .into_iter()
+                    .map(device_request)
+                    .collect(),
+            })),
         }
     }
 

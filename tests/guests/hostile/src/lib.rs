@@ -76,6 +76,8 @@ enum Behaviour {
     /// Write to stdout and stderr (the plugin's stdout is go-plugin's
     /// handshake channel), then answer normally.
     Stdio,
+    /// Answer well-formed but beyond what a plugin config permits.
+    Overreach,
 }
 
 impl Behaviour {
@@ -94,6 +96,7 @@ impl Behaviour {
             Some("escape") => Self::Escape,
             Some("exit") => Self::Exit,
             Some("stdio") => Self::Stdio,
+            Some("overreach") => Self::Overreach,
             _ => Self::Benign,
         }
     }
@@ -106,6 +109,7 @@ enum Answer {
     Output,
     Invalid(Option<String>),
     Escape(Probe),
+    Overreach(Option<String>),
 }
 
 /// Reads the config and does what it says; returns only for behaviours
@@ -136,6 +140,7 @@ fn misbehave() -> Answer {
         }
         Behaviour::Sleep => sleep_forever(),
         Behaviour::Invalid => Answer::Invalid(host::config("field")),
+        Behaviour::Overreach => Answer::Overreach(host::config("field")),
         Behaviour::Exit => exit_process(),
         Behaviour::Stdio => {
             write_stdio();
@@ -314,6 +319,33 @@ fn wants(field: Option<&str>, name: &str) -> bool {
     field.is_none_or(|f| f == name)
 }
 
+/// A patch of the right shape that asks for more than a plugin config
+/// permits; `field` picks what (default `cap-add`).
+fn overreaching_patch(field: Option<&str>) -> Patch {
+    let mut patch = Patch {
+        set_labels: Vec::new(),
+        set_env: Vec::new(),
+        unset_env: Vec::new(),
+        runtime: None,
+        memory_max_mb: None,
+        pids_limit: None,
+        cap_drop: Vec::new(),
+        cap_add: Vec::new(),
+        security_opt: Vec::new(),
+    };
+    match field.unwrap_or("cap-add") {
+        "runtime" => patch.runtime = Some("nvidia".to_owned()),
+        "label" => patch.set_labels.push(KeyValue {
+            key: "com.hashicorp.nomad.alloc_id".to_owned(),
+            value: "someone-else".to_owned(),
+        }),
+        "env" => patch.unset_env.push("NOMAD_ALLOC_ID".to_owned()),
+        "memory" => patch.memory_max_mb = Some(1 << 20),
+        _ => patch.cap_add.push("SYS_ADMIN".to_owned()),
+    }
+    patch
+}
+
 fn invalid_patch(field: Option<&str>) -> Patch {
     let mut patch = Patch {
         set_labels: Vec::new(),
@@ -418,6 +450,9 @@ impl ReconcilerMatch for Hostile {
                 _ => Decision::Ours(WITH_NUL.to_owned()),
             },
             Answer::Escape(probe) => Decision::NotOurs(probe.report),
+            // Claiming every container would remove real ones on a
+            // developer's engine: this guest never does.
+            Answer::Overreach(_) => Decision::Abstain,
         }
     }
 }
@@ -430,6 +465,10 @@ impl GpuRuntime for Hostile {
             Answer::Output => Decision::Reject(huge_text()),
             Answer::Invalid(field) => Decision::Select(invalid_selection(field.as_deref())),
             Answer::Escape(probe) => Decision::Reject(probe.report),
+            Answer::Overreach(_) => Decision::Select(Selection {
+                runtime: Some(host::config("runtime").unwrap_or_else(|| "nvidia".to_owned())),
+                device_requests: Vec::new(),
+            }),
         }
     }
 }
@@ -437,7 +476,7 @@ impl GpuRuntime for Hostile {
 impl StatsTransform for Hostile {
     fn transform(_task: TaskIdentity, sample: Sample) -> Option<Sample> {
         match misbehave() {
-            Answer::Benign => Some(sample),
+            Answer::Benign | Answer::Overreach(_) => Some(sample),
             Answer::Output => {
                 let usage = sample.usage;
                 let breakdown = (0..HUGE_BREAKDOWN)
@@ -467,6 +506,7 @@ impl TaskAdmission for Hostile {
             Answer::Output => Decision::Deny(huge_text()),
             Answer::Invalid(field) => Decision::Patch(invalid_patch(field.as_deref())),
             Answer::Escape(probe) => Decision::Deny(probe.report),
+            Answer::Overreach(field) => Decision::Patch(overreaching_patch(field.as_deref())),
         }
     }
 }
