@@ -11,7 +11,7 @@ use tokio_stream::StreamExt as _;
 use tonic::Streaming;
 use wasmdock_e2e::calls::{destroy, first_fingerprint, plugin, start, start_err, task};
 use wasmdock_e2e::docker::{self, docker};
-use wasmdock_e2e::guests::guest;
+use wasmdock_e2e::guests::{copy_guest, guest};
 use wasmdock_e2e::images::BUSYBOX_1;
 use wasmdock_e2e::task::{NAMESPACE, duration};
 use wasmdock_e2e::{Alloc, PluginUnderTest, Task, TaskBuilder, run_id};
@@ -139,6 +139,69 @@ async fn policy_counters_appear_in_inspect_task_attributes() {
     );
     assert!(attributes.contains_key("container_id"));
     destroy(&plugin, &task, true).await;
+}
+
+#[tokio::test]
+async fn modules_load_on_the_first_fingerprint_and_reload_when_their_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    // The hostile guest without a behaviour allows every task.
+    let path = copy_guest("hostile", dir.path(), "admission.wasm");
+    let plugin = plugin(json!({ "policy": { "module": [{
+        "name": "swap",
+        "path": path.to_string_lossy(),
+        "hooks": ["task-admission"],
+    }]}}))
+    .await;
+    let loaded = |plugin: &PluginUnderTest| {
+        plugin
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("policy module loaded"))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        loaded(&plugin),
+        0,
+        "SetConfig alone (all a validation launch does) loads nothing"
+    );
+    first_fingerprint(&plugin).await;
+    assert!(
+        plugin
+            .wait_for_stderr("policy module loaded", Duration::from_secs(30))
+            .await
+            .is_some()
+    );
+    let allowed = task(
+        "swap-allowed",
+        json!({ "image": BUSYBOX_1, "command": "true" }),
+    );
+    start(&plugin, &allowed).await;
+    destroy(&plugin, &allowed, true).await;
+
+    // Swap in the allow-list guest (no `allowed` config: it denies all),
+    // the way a deploy would: write beside, rename over.
+    let next = copy_guest("image-allowlist", dir.path(), "next.wasm");
+    std::fs::rename(&next, &path).unwrap();
+    assert!(
+        plugin
+            .wait_for_stderr("policy module replaced", Duration::from_secs(30))
+            .await
+            .is_some(),
+        "the changed file is reloaded"
+    );
+    let denied = task(
+        "swap-denied",
+        json!({ "image": BUSYBOX_1, "command": "true" }),
+    );
+    let status = start_err(&plugin, &denied).await;
+    assert!(
+        status
+            .message()
+            .contains("admission policy swap denied the task"),
+        "{status:?}"
+    );
+    assert_eq!(loaded(&plugin), 2, "loaded once, then once more on change");
 }
 
 #[tokio::test]

@@ -404,14 +404,8 @@ impl PolicyHost {
             result.is_err(),
             matches!(result, Err(EvalError::Timeout { .. })),
         );
-        match &result {
-            Ok(output) => {
-                tracing::debug!(module = %slot.spec.name, hook = hook.as_str(), latency_us = elapsed.as_secs_f64() * 1e6, outcome = ?output, "policy decision")
-            }
-            Err(error) => {
-                tracing::warn!(module = %slot.spec.name, hook = hook.as_str(), latency_us = elapsed.as_secs_f64() * 1e6, error_kind = error.kind(), "policy module {error}")
-            }
-        }
+        // Reported by the caller (the driver logs each step with its task or
+        // container; the CLI prints it): one line per decision, not two.
         result
     }
 

@@ -92,7 +92,34 @@ pub struct GpuChoice {
     /// The runtime; `None` keeps the task's own (or the engine default).
     pub runtime: Option<String>,
     /// Device requests (CDI and the like) for the engine.
-    pub device_requests: Vec<DeviceRequest>,
+    pub device_requests: Vec<GpuDeviceRequest>,
+}
+
+/// One device request of a [`GpuChoice`] (Docker's `DeviceRequests`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuDeviceRequest {
+    /// Device driver (`cdi`, `nvidia`); empty for the engine's default.
+    pub driver: String,
+    /// Number of devices, -1 for all.
+    pub count: i64,
+    /// Specific device ids.
+    pub device_ids: Vec<String>,
+    /// Capability sets.
+    pub capabilities: Vec<Vec<String>>,
+    /// Driver options.
+    pub options: Vec<(String, String)>,
+}
+
+impl GpuDeviceRequest {
+    fn to_engine(&self) -> DeviceRequest {
+        DeviceRequest {
+            driver: non_empty(&self.driver),
+            count: Some(self.count),
+            device_ids: Some(self.device_ids.clone()),
+            capabilities: Some(self.capabilities.clone()),
+            options: Some(self.options.iter().cloned().collect()),
+        }
+    }
 }
 
 /// Read access to the host files the mapping needs. A trait so tests can
@@ -364,7 +391,13 @@ pub fn container_spec(
         port_bindings: published.port_bindings(),
         device_requests: gpu
             .filter(|choice| !choice.device_requests.is_empty())
-            .map(|choice| choice.device_requests.clone()),
+            .map(|choice| {
+                choice
+                    .device_requests
+                    .iter()
+                    .map(GpuDeviceRequest::to_engine)
+                    .collect()
+            }),
         ..HostConfig::default()
     };
 

@@ -578,7 +578,7 @@ fn a_gpu_policy_choice_replaces_the_native_rule_but_not_the_checks() {
             .insert(NVIDIA_VISIBLE_DEVICES.to_owned(), "GPU_UUID_1".to_owned());
         f.engine.runtimes = strings(&["nvidia", "runc", "gvisor"]);
     };
-    let choose = |runtime: Option<&'static str>, requests: Vec<bollard::models::DeviceRequest>| {
+    let choose = |runtime: Option<&'static str>, requests: Vec<GpuDeviceRequest>| {
         move |f: &mut Fixture| {
             f.gpu = Some(GpuChoice {
                 policy: "gpu-policy".to_owned(),
@@ -598,17 +598,28 @@ fn a_gpu_policy_choice_replaces_the_native_rule_but_not_the_checks() {
     assert_eq!(hc.device_requests, None);
     // Device requests only (CDI): the task's runtime stays, devices go to
     // the engine.
-    let cdi = bollard::models::DeviceRequest {
-        driver: Some("cdi".to_owned()),
-        device_ids: Some(strings(&["nvidia.com/gpu=0"])),
-        ..bollard::models::DeviceRequest::default()
+    let cdi = GpuDeviceRequest {
+        driver: "cdi".to_owned(),
+        count: 0,
+        device_ids: strings(&["nvidia.com/gpu=0"]),
+        capabilities: vec![strings(&["gpu"])],
+        options: vec![("mode".to_owned(), "all".to_owned())],
     };
     let hc = Fixture::new()
         .with(gpu)
-        .with(choose(None, vec![cdi.clone()]))
+        .with(choose(None, vec![cdi]))
         .host_config();
     assert_eq!(hc.runtime, None);
-    assert_eq!(hc.device_requests, Some(vec![cdi]));
+    assert_eq!(
+        hc.device_requests,
+        Some(vec![bollard::models::DeviceRequest {
+            driver: Some("cdi".to_owned()),
+            count: Some(0),
+            device_ids: Some(strings(&["nvidia.com/gpu=0"])),
+            capabilities: Some(vec![strings(&["gpu"])]),
+            options: Some(HashMap::from([("mode".to_owned(), "all".to_owned())])),
+        }])
+    );
     // Still checked: the engine must have it, allow_runtimes must list it.
     let err = Fixture::new()
         .with(gpu)

@@ -8,7 +8,6 @@
 //! line with hook, module, latency and outcome; a task event where there is
 //! a task). Guest code runs on blocking threads, never on async workers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Driver;
@@ -18,7 +17,7 @@ use crate::config::PluginConfig;
 use crate::config::policy::Hook;
 use crate::config::task::TaskConfig;
 use crate::docker::engine::EngineFacts;
-use crate::docker::spec::{self, GpuChoice, LABEL_PREFIX, RealHostFiles};
+use crate::docker::spec::{self, GpuChoice, GpuDeviceRequest, LABEL_PREFIX, RealHostFiles};
 use crate::policy::PolicyHost;
 use crate::policy::decide::{Admission, Step, consequence};
 use crate::policy::hooks::{
@@ -328,19 +327,17 @@ fn gpu_request(
     }
 }
 
-fn device_request(request: gpu::DeviceRequest) -> bollard::models::DeviceRequest {
-    bollard::models::DeviceRequest {
-        driver: non_empty(&request.driver),
-        count: Some(request.count),
-        device_ids: Some(request.device_ids),
-        capabilities: Some(request.capabilities),
-        options: Some(
-            request
-                .options
-                .into_iter()
-                .map(|kv| (kv.key, kv.value))
-                .collect::<HashMap<_, _>>(),
-        ),
+fn device_request(request: gpu::DeviceRequest) -> GpuDeviceRequest {
+    GpuDeviceRequest {
+        driver: request.driver,
+        count: request.count,
+        device_ids: request.device_ids,
+        capabilities: request.capabilities,
+        options: request
+            .options
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect(),
     }
 }
 
