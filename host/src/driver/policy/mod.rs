@@ -47,7 +47,7 @@ impl Driver {
         };
         let request = admission_request(task, config);
         let (decision, steps) = run_blocking(move || host.admit(request)).await?;
-        self.report(Some(task), &steps);
+        self.report(task, &steps);
         match decision {
             Admission::Allow => Ok(()),
             Admission::Deny { module, reason } => Err(DriverError::unrecoverable(format!(
@@ -96,7 +96,7 @@ impl Driver {
         };
         let request = gpu_request(task, config, plugin, engine);
         let (decision, steps) = run_blocking(move || host.select_gpu(request)).await?;
-        self.report(Some(task), &steps);
+        self.report(task, &steps);
         // The module that decided: the last one asked.
         let policy = steps
             .last()
@@ -137,39 +137,37 @@ impl Driver {
             .map(|host| PolicyMatcher { host })
     }
 
-    /// Logs every step and, for a task, turns it into a task event.
-    fn report(&self, task: Option<&TaskRequest>, steps: &[Step]) {
+    /// Logs every step and turns it into a task event.
+    fn report(&self, task: &TaskRequest, steps: &[Step]) {
         for step in steps {
-            log_step(step, task.map(|t| t.id.as_str()), None);
-            if let Some(task) = task {
-                let latency = step.latency.as_micros().to_string();
-                let (message, outcome) = match &step.outcome {
-                    Ok(summary) => (
-                        format!("Policy {} ({}): {summary}", step.module, step.hook.as_str()),
-                        summary.clone(),
+            log_step(step, Subject::Task(&task.id));
+            let latency = step.latency.as_micros().to_string();
+            let (message, outcome) = match &step.outcome {
+                Ok(summary) => (
+                    format!("Policy {} ({}): {summary}", step.module, step.hook.as_str()),
+                    summary.clone(),
+                ),
+                Err(error) => (
+                    format!(
+                        "Policy {} ({}) failed: {error}; {}",
+                        step.module,
+                        step.hook.as_str(),
+                        step.failure_policy
+                            .map_or("", |policy| consequence(step.hook, policy))
                     ),
-                    Err(error) => (
-                        format!(
-                            "Policy {} ({}) failed: {error}; {}",
-                            step.module,
-                            step.hook.as_str(),
-                            step.failure_policy
-                                .map_or("", |policy| consequence(step.hook, policy))
-                        ),
-                        format!("error: {}", error.kind()),
-                    ),
-                };
-                self.events.emit(
-                    task,
-                    message,
-                    &[
-                        ("policy", &step.module),
-                        ("hook", step.hook.as_str()),
-                        ("outcome", &outcome),
-                        ("latency_us", &latency),
-                    ],
-                );
-            }
+                    format!("error: {}", error.kind()),
+                ),
+            };
+            self.events.emit(
+                task,
+                message,
+                &[
+                    ("policy", &step.module),
+                    ("hook", step.hook.as_str()),
+                    ("outcome", &outcome),
+                    ("latency_us", &latency),
+                ],
+            );
         }
     }
 }
@@ -181,16 +179,36 @@ async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
         .map_err(|error| DriverError::Failed(format!("policy evaluation failed: {error}")))
 }
 
-/// One log line per step: hook, module, latency and outcome. Failures are
-/// warnings (stats failures debug: they repeat every interval and the
-/// per-module counters already count them); stats decisions are traced,
-/// reconciler ones debug, admission and GPU ones info.
-pub(crate) fn log_step(step: &Step, task_id: Option<&str>, container_id: Option<&str>) {
+/// What a step was about, for its log line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subject<'a> {
+    /// A task being started (its Nomad task id).
+    Task(&'a str),
+    /// A task's stats sample (allocation and task name).
+    Sample {
+        /// Allocation id.
+        alloc_id: &'a str,
+        /// Task name.
+        task: &'a str,
+    },
+    /// A container the reconciler looked at.
+    Container(&'a str),
+}
+
+/// One log line per step: hook, module, latency and outcome, and what it
+/// was about. Failures are warnings (stats failures debug: they repeat
+/// every interval and the per-module counters already count them); stats
+/// decisions are traced, reconciler ones debug, admission and GPU ones
+/// info.
+pub(crate) fn log_step(step: &Step, subject: Subject<'_>) {
     let hook = step.hook.as_str();
     let module = step.module.as_str();
     let latency_us = u64::try_from(step.latency.as_micros()).unwrap_or(u64::MAX);
-    let task_id = task_id.unwrap_or("");
-    let container_id = container_id.unwrap_or("");
+    let (task_id, alloc_id, task, container_id) = match subject {
+        Subject::Task(id) => (id, "", "", ""),
+        Subject::Sample { alloc_id, task } => ("", alloc_id, task, ""),
+        Subject::Container(id) => ("", "", "", id),
+    };
     match &step.outcome {
         Err(error) => {
             let failure_policy = step.failure_policy.map_or("", |p| p.as_str());
@@ -198,14 +216,14 @@ pub(crate) fn log_step(step: &Step, task_id: Option<&str>, container_id: Option<
                 .failure_policy
                 .map_or("", |policy| consequence(step.hook, policy));
             if step.hook == Hook::StatsTransform {
-                tracing::debug!(hook, module, latency_us, outcome = "error", error_kind = error.kind(), %error, failure_policy, then, task_id, "policy hook failed");
+                tracing::debug!(hook, module, latency_us, outcome = "error", error_kind = error.kind(), %error, failure_policy, then, alloc_id, task, "policy hook failed");
             } else {
                 tracing::warn!(hook, module, latency_us, outcome = "error", error_kind = error.kind(), %error, failure_policy, then, task_id, container_id, "policy hook failed");
             }
         }
         Ok(outcome) => match step.hook {
             Hook::StatsTransform => {
-                tracing::trace!(hook, module, latency_us, %outcome, task_id, "policy decision");
+                tracing::trace!(hook, module, latency_us, %outcome, alloc_id, task, "policy decision");
             }
             Hook::ReconcilerMatch => {
                 tracing::debug!(hook, module, latency_us, %outcome, container_id, "policy decision");
@@ -464,7 +482,13 @@ impl StatsTransform for PolicyStats {
         };
         let (outcome, steps) = self.host.transform_sample(input);
         for step in &steps {
-            log_step(step, Some(&identity.alloc_id), None);
+            log_step(
+                step,
+                Subject::Sample {
+                    alloc_id: &identity.alloc_id,
+                    task: &identity.task,
+                },
+            );
         }
         match outcome {
             stats::Transformed::Keep(kept) => Some(from_sample(&kept, sample.timestamp)),
@@ -650,7 +674,7 @@ impl Matcher for PolicyMatcher {
         };
         let (decision, steps) = self.host.decide_container(container);
         for step in &steps {
-            log_step(step, None, Some(&candidate.id));
+            log_step(step, Subject::Container(&candidate.id));
         }
         match decision {
             reconciler::Decision::Ours(reason) => plan::Decision::Ours(reason),
