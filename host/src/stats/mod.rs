@@ -19,6 +19,8 @@ pub mod transform;
 
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 /// Where counters come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
@@ -38,8 +40,9 @@ impl SourceKind {
     }
 }
 
-/// A CPU counter Nomad knows by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A CPU counter Nomad knows by name (kebab-case in policy JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CpuField {
     /// "System Mode".
     SystemMode,
@@ -69,8 +72,9 @@ impl CpuField {
     }
 }
 
-/// A memory counter Nomad knows by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A memory counter Nomad knows by name (kebab-case in policy JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MemoryField {
     /// "RSS".
     Rss,
@@ -104,7 +108,8 @@ impl MemoryField {
 }
 
 /// CPU use over the last interval.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct CpuUsage {
     /// Kernel-mode share, percent of one core.
     pub system_mode: f64,
@@ -123,7 +128,8 @@ pub struct CpuUsage {
 }
 
 /// Memory in use, bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct MemoryUsage {
     /// Anonymous memory.
     pub rss: u64,
@@ -143,8 +149,9 @@ pub struct MemoryUsage {
     pub measured: Vec<MemoryField>,
 }
 
-/// CPU and memory of one entry of a sample's breakdown.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// CPU and memory: a sample's total, or one entry of its breakdown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ResourceUsage {
     /// CPU.
     pub cpu: CpuUsage,

@@ -502,116 +502,15 @@ fn nanos(time: std::time::SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-fn to_resources(cpu: &usage::CpuUsage, memory: &usage::MemoryUsage) -> stats::ResourceUsage {
-    use stats::{CpuField as P, MemoryField as M};
-    use usage::{CpuField as C, MemoryField as N};
-    stats::ResourceUsage {
-        cpu: stats::CpuUsage {
-            system_mode: cpu.system_mode,
-            user_mode: cpu.user_mode,
-            total_ticks: cpu.total_ticks,
-            throttled_periods: cpu.throttled_periods,
-            throttled_time: cpu.throttled_time,
-            percent: cpu.percent,
-            measured: cpu
-                .measured
-                .iter()
-                .map(|f| match f {
-                    C::SystemMode => P::SystemMode,
-                    C::UserMode => P::UserMode,
-                    C::TotalTicks => P::TotalTicks,
-                    C::ThrottledPeriods => P::ThrottledPeriods,
-                    C::ThrottledTime => P::ThrottledTime,
-                    C::Percent => P::Percent,
-                })
-                .collect(),
-        },
-        memory: stats::MemoryUsage {
-            rss: memory.rss,
-            cache: memory.cache,
-            swap: memory.swap,
-            usage: memory.usage,
-            max_usage: memory.max_usage,
-            kernel_usage: memory.kernel_usage,
-            kernel_max_usage: memory.kernel_max_usage,
-            measured: memory
-                .measured
-                .iter()
-                .map(|f| match f {
-                    N::Rss => M::Rss,
-                    N::Cache => M::Cache,
-                    N::Swap => M::Swap,
-                    N::Usage => M::Usage,
-                    N::MaxUsage => M::MaxUsage,
-                    N::KernelUsage => M::KernelUsage,
-                    N::KernelMaxUsage => M::KernelMaxUsage,
-                })
-                .collect(),
-        },
-    }
-}
-
-fn from_resources(entry: &stats::ResourceUsage) -> usage::ResourceUsage {
-    use stats::{CpuField as P, MemoryField as M};
-    use usage::{CpuField as C, MemoryField as N};
-    let cpu = &entry.cpu;
-    let memory = &entry.memory;
-    usage::ResourceUsage {
-        cpu: usage::CpuUsage {
-            system_mode: cpu.system_mode,
-            user_mode: cpu.user_mode,
-            total_ticks: cpu.total_ticks,
-            throttled_periods: cpu.throttled_periods,
-            throttled_time: cpu.throttled_time,
-            percent: cpu.percent,
-            measured: cpu
-                .measured
-                .iter()
-                .map(|f| match f {
-                    P::SystemMode => C::SystemMode,
-                    P::UserMode => C::UserMode,
-                    P::TotalTicks => C::TotalTicks,
-                    P::ThrottledPeriods => C::ThrottledPeriods,
-                    P::ThrottledTime => C::ThrottledTime,
-                    P::Percent => C::Percent,
-                })
-                .collect(),
-        },
-        memory: usage::MemoryUsage {
-            rss: memory.rss,
-            cache: memory.cache,
-            swap: memory.swap,
-            usage: memory.usage,
-            max_usage: memory.max_usage,
-            kernel_usage: memory.kernel_usage,
-            kernel_max_usage: memory.kernel_max_usage,
-            measured: memory
-                .measured
-                .iter()
-                .map(|f| match f {
-                    M::Rss => N::Rss,
-                    M::Cache => N::Cache,
-                    M::Swap => N::Swap,
-                    M::Usage => N::Usage,
-                    M::MaxUsage => N::MaxUsage,
-                    M::KernelUsage => N::KernelUsage,
-                    M::KernelMaxUsage => N::KernelMaxUsage,
-                })
-                .collect(),
-        },
-    }
-}
-
 /// A driver sample as the hook's sample.
 fn to_sample(sample: &Usage) -> stats::Sample {
     stats::Sample {
         timestamp_ns: nanos(sample.timestamp),
-        usage: to_resources(&sample.cpu, &sample.memory),
-        breakdown: sample
-            .breakdown
-            .iter()
-            .map(|(key, entry)| (key.clone(), to_resources(&entry.cpu, &entry.memory)))
-            .collect(),
+        usage: usage::ResourceUsage {
+            cpu: sample.cpu.clone(),
+            memory: sample.memory.clone(),
+        },
+        breakdown: sample.breakdown.clone(),
     }
 }
 
@@ -624,16 +523,11 @@ fn from_sample(sample: &stats::Sample, original: std::time::SystemTime) -> Usage
     } else {
         original - std::time::Duration::from_nanos(shift.unsigned_abs())
     };
-    let total = from_resources(&sample.usage);
     Usage {
         timestamp,
-        cpu: total.cpu,
-        memory: total.memory,
-        breakdown: sample
-            .breakdown
-            .iter()
-            .map(|(key, entry)| (key.clone(), from_resources(entry)))
-            .collect(),
+        cpu: sample.usage.cpu.clone(),
+        memory: sample.usage.memory.clone(),
+        breakdown: sample.breakdown.clone(),
     }
 }
 

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Budget, Refusal, TaskIdentity};
 use crate::policy::bindings::stats_transform as wit;
+/// The usage types are the driver's own (`crate::stats`): a sample crosses
+/// into a guest and back without conversion.
+pub use crate::stats::{CpuField, CpuUsage, MemoryField, MemoryUsage, ResourceUsage};
 
 /// Breakdown entries one sample may carry.
 pub const MAX_BREAKDOWN: usize = 32;
@@ -20,85 +23,6 @@ pub struct Input {
     pub task: TaskIdentity,
     /// The sample.
     pub sample: Sample,
-}
-
-/// A CPU counter name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[expect(missing_docs, reason = "the names say it; see the WIT flags")]
-pub enum CpuField {
-    SystemMode,
-    UserMode,
-    TotalTicks,
-    ThrottledPeriods,
-    ThrottledTime,
-    Percent,
-}
-
-/// A memory counter name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[expect(missing_docs, reason = "the names say it; see the WIT flags")]
-pub enum MemoryField {
-    Rss,
-    Cache,
-    Swap,
-    Usage,
-    MaxUsage,
-    KernelUsage,
-    KernelMaxUsage,
-}
-
-/// CPU usage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct CpuUsage {
-    /// Percent of one core in the kernel.
-    pub system_mode: f64,
-    /// Percent of one core in user space.
-    pub user_mode: f64,
-    /// MHz-equivalent ticks.
-    pub total_ticks: f64,
-    /// Throttled periods.
-    pub throttled_periods: u64,
-    /// Throttled time, ns.
-    pub throttled_time: u64,
-    /// Percent of one core.
-    pub percent: f64,
-    /// Measured counters.
-    pub measured: Vec<CpuField>,
-}
-
-/// Memory usage in bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct MemoryUsage {
-    /// RSS.
-    pub rss: u64,
-    /// Page cache.
-    pub cache: u64,
-    /// Swap.
-    pub swap: u64,
-    /// Usage.
-    pub usage: u64,
-    /// Max usage.
-    pub max_usage: u64,
-    /// Kernel usage.
-    pub kernel_usage: u64,
-    /// Kernel max usage.
-    pub kernel_max_usage: u64,
-    /// Measured counters.
-    pub measured: Vec<MemoryField>,
-}
-
-/// CPU and memory.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResourceUsage {
-    /// CPU.
-    pub cpu: CpuUsage,
-    /// Memory.
-    pub memory: MemoryUsage,
 }
 
 /// One sample.
@@ -148,97 +72,95 @@ const MEMORY_FLAGS: [(MemoryField, wit::MemoryFields); 7] = [
     ),
 ];
 
-impl ResourceUsage {
-    fn to_wit(&self) -> wit::ResourceUsage {
-        let cpu = &self.cpu;
-        let memory = &self.memory;
-        let cpu_measured = CPU_FLAGS
-            .iter()
-            .filter(|(field, _)| cpu.measured.contains(field))
-            .fold(wit::CpuFields::empty(), |all, (_, flag)| all | *flag);
-        let memory_measured = MEMORY_FLAGS
-            .iter()
-            .filter(|(field, _)| memory.measured.contains(field))
-            .fold(wit::MemoryFields::empty(), |all, (_, flag)| all | *flag);
-        wit::ResourceUsage {
-            cpu: wit::CpuUsage {
-                system_mode: cpu.system_mode,
-                user_mode: cpu.user_mode,
-                total_ticks: cpu.total_ticks,
-                throttled_periods: cpu.throttled_periods,
-                throttled_time: cpu.throttled_time,
-                percent: cpu.percent,
-                measured: cpu_measured,
-            },
-            memory: wit::MemoryUsage {
-                rss: memory.rss,
-                cache: memory.cache,
-                swap: memory.swap,
-                usage: memory.usage,
-                max_usage: memory.max_usage,
-                kernel_usage: memory.kernel_usage,
-                kernel_max_usage: memory.kernel_max_usage,
-                measured: memory_measured,
-            },
-        }
+fn usage_to_wit(usage: &ResourceUsage) -> wit::ResourceUsage {
+    let cpu = &usage.cpu;
+    let memory = &usage.memory;
+    let cpu_measured = CPU_FLAGS
+        .iter()
+        .filter(|(field, _)| cpu.measured.contains(field))
+        .fold(wit::CpuFields::empty(), |all, (_, flag)| all | *flag);
+    let memory_measured = MEMORY_FLAGS
+        .iter()
+        .filter(|(field, _)| memory.measured.contains(field))
+        .fold(wit::MemoryFields::empty(), |all, (_, flag)| all | *flag);
+    wit::ResourceUsage {
+        cpu: wit::CpuUsage {
+            system_mode: cpu.system_mode,
+            user_mode: cpu.user_mode,
+            total_ticks: cpu.total_ticks,
+            throttled_periods: cpu.throttled_periods,
+            throttled_time: cpu.throttled_time,
+            percent: cpu.percent,
+            measured: cpu_measured,
+        },
+        memory: wit::MemoryUsage {
+            rss: memory.rss,
+            cache: memory.cache,
+            swap: memory.swap,
+            usage: memory.usage,
+            max_usage: memory.max_usage,
+            kernel_usage: memory.kernel_usage,
+            kernel_max_usage: memory.kernel_max_usage,
+            measured: memory_measured,
+        },
     }
+}
 
-    fn from_wit(raw: wit::ResourceUsage) -> Result<Self, Refusal> {
-        let cpu = raw.cpu;
-        for (name, value) in [
-            ("system-mode", cpu.system_mode),
-            ("user-mode", cpu.user_mode),
-            ("total-ticks", cpu.total_ticks),
-            ("percent", cpu.percent),
-        ] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(Refusal::Invalid(format!(
-                    "cpu {name} is {value}; it must be a finite number of at least 0"
-                )));
-            }
+fn usage_from_wit(raw: wit::ResourceUsage) -> Result<ResourceUsage, Refusal> {
+    let cpu = raw.cpu;
+    for (name, value) in [
+        ("system-mode", cpu.system_mode),
+        ("user-mode", cpu.user_mode),
+        ("total-ticks", cpu.total_ticks),
+        ("percent", cpu.percent),
+    ] {
+        if !value.is_finite() || value < 0.0 {
+            return Err(Refusal::Invalid(format!(
+                "cpu {name} is {value}; it must be a finite number of at least 0"
+            )));
         }
-        let memory = raw.memory;
-        Ok(Self {
-            cpu: CpuUsage {
-                system_mode: cpu.system_mode,
-                user_mode: cpu.user_mode,
-                total_ticks: cpu.total_ticks,
-                throttled_periods: cpu.throttled_periods,
-                throttled_time: cpu.throttled_time,
-                percent: cpu.percent,
-                measured: CPU_FLAGS
-                    .iter()
-                    .filter(|(_, flag)| cpu.measured.contains(*flag))
-                    .map(|(field, _)| *field)
-                    .collect(),
-            },
-            memory: MemoryUsage {
-                rss: memory.rss,
-                cache: memory.cache,
-                swap: memory.swap,
-                usage: memory.usage,
-                max_usage: memory.max_usage,
-                kernel_usage: memory.kernel_usage,
-                kernel_max_usage: memory.kernel_max_usage,
-                measured: MEMORY_FLAGS
-                    .iter()
-                    .filter(|(_, flag)| memory.measured.contains(*flag))
-                    .map(|(field, _)| *field)
-                    .collect(),
-            },
-        })
     }
+    let memory = raw.memory;
+    Ok(ResourceUsage {
+        cpu: CpuUsage {
+            system_mode: cpu.system_mode,
+            user_mode: cpu.user_mode,
+            total_ticks: cpu.total_ticks,
+            throttled_periods: cpu.throttled_periods,
+            throttled_time: cpu.throttled_time,
+            percent: cpu.percent,
+            measured: CPU_FLAGS
+                .iter()
+                .filter(|(_, flag)| cpu.measured.contains(*flag))
+                .map(|(field, _)| *field)
+                .collect(),
+        },
+        memory: MemoryUsage {
+            rss: memory.rss,
+            cache: memory.cache,
+            swap: memory.swap,
+            usage: memory.usage,
+            max_usage: memory.max_usage,
+            kernel_usage: memory.kernel_usage,
+            kernel_max_usage: memory.kernel_max_usage,
+            measured: MEMORY_FLAGS
+                .iter()
+                .filter(|(_, flag)| memory.measured.contains(*flag))
+                .map(|(field, _)| *field)
+                .collect(),
+        },
+    })
 }
 
 impl Sample {
     pub(crate) fn to_wit(&self) -> wit::Sample {
         wit::Sample {
             timestamp_ns: self.timestamp_ns,
-            usage: self.usage.to_wit(),
+            usage: usage_to_wit(&self.usage),
             breakdown: self
                 .breakdown
                 .iter()
-                .map(|(key, usage)| (key.clone(), usage.to_wit()))
+                .map(|(key, usage)| (key.clone(), usage_to_wit(usage)))
                 .collect(),
         }
     }
@@ -262,14 +184,14 @@ impl Transformed {
         }
         budget.charge(std::mem::size_of::<wit::Sample>())?;
         budget.list("breakdown", &raw.breakdown, MAX_BREAKDOWN)?;
-        let usage = ResourceUsage::from_wit(raw.usage)?;
+        let usage = usage_from_wit(raw.usage)?;
         let mut breakdown = Vec::with_capacity(raw.breakdown.len());
         for (key, entry) in raw.breakdown {
             let key = budget.text("a breakdown key", key, MAX_BREAKDOWN_KEY)?;
             if key.is_empty() {
                 return Err(Refusal::Invalid("a breakdown key is empty".into()));
             }
-            breakdown.push((key, ResourceUsage::from_wit(entry)?));
+            breakdown.push((key, usage_from_wit(entry)?));
         }
         Ok(Self::Keep(Sample {
             timestamp_ns: raw.timestamp_ns,
@@ -316,7 +238,7 @@ mod tests {
         let original = sample();
         let mut huge = original.to_wit();
         huge.breakdown = (0..100_000)
-            .map(|i| (format!("k{i}"), original.usage.to_wit()))
+            .map(|i| (format!("k{i}"), usage_to_wit(&original.usage)))
             .collect();
         assert_eq!(
             Transformed::from_wit(Some(huge), &original, &mut Budget::new(65536)),
@@ -341,7 +263,7 @@ mod tests {
         ));
         let mut wide = original.to_wit();
         wide.breakdown = (0..33)
-            .map(|i| (format!("k{i}"), original.usage.to_wit()))
+            .map(|i| (format!("k{i}"), usage_to_wit(&original.usage)))
             .collect();
         assert!(matches!(
             Transformed::from_wit(Some(wide), &original, &mut Budget::new(1 << 20)),
