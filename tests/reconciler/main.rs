@@ -15,7 +15,7 @@ use wasmdock_e2e::docker::{self, docker};
 use wasmdock_e2e::guests::guest;
 use wasmdock_e2e::ids::{run_id, uuid_v4};
 use wasmdock_e2e::images::{self, BUSYBOX_1, sleeper_image};
-use wasmdock_e2e::{Alloc, Cleanup, PluginUnderTest, TaskBuilder};
+use wasmdock_e2e::{Alloc, Cleanup, PluginUnderTest, Task, TaskBuilder};
 use wasmdock_host::reconciler::TEST_TIMING_ENV;
 use wasmdock_host::rpc::proto::drivers::CreateNetworkRequest;
 
@@ -99,6 +99,31 @@ fn run_container(cleanup: &Cleanup, name: &str, args: &[&str]) -> String {
     id
 }
 
+/// A running task and a network pause container, both tracked by `plugin`.
+async fn tracked_task_and_pause(plugin: &PluginUnderTest, name: &str) -> (Task, String) {
+    let task = TaskBuilder::new(
+        name,
+        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
+    )
+    .build()
+    .unwrap();
+    start(plugin, &task).await;
+    let pause_alloc = Alloc::new().unwrap();
+    let spec = plugin
+        .driver()
+        .create_network(CreateNetworkRequest {
+            alloc_id: pause_alloc.id().to_owned(),
+            hostname: name.to_owned(),
+        })
+        .await
+        .expect("CreateNetwork")
+        .into_inner()
+        .isolation_spec
+        .expect("a spec");
+    let pause = spec.labels["docker_sandbox_container_id"].clone();
+    (task, pause)
+}
+
 fn exists(id: &str) -> bool {
     docker::container_inspect(id).unwrap().is_some()
 }
@@ -166,26 +191,7 @@ async fn dangling_containers_go_and_everything_else_stays() {
     );
     docker(&["stop", "-t", "0", &stopped]).expect("docker stop");
 
-    let task = TaskBuilder::new(
-        "tracked",
-        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
-    )
-    .build()
-    .unwrap();
-    start(&plugin, &task).await;
-    let pause_alloc = Alloc::new().unwrap();
-    let spec = plugin
-        .driver()
-        .create_network(CreateNetworkRequest {
-            alloc_id: pause_alloc.id().to_owned(),
-            hostname: "reconciled".to_owned(),
-        })
-        .await
-        .expect("CreateNetwork")
-        .into_inner()
-        .isolation_spec
-        .expect("a spec");
-    let pause = spec.labels["docker_sandbox_container_id"].clone();
+    let (task, pause) = tracked_task_and_pause(&plugin, "tracked").await;
 
     assert!(
         gone_within(&labelled, Duration::from_secs(20)).await,
@@ -304,26 +310,7 @@ async fn the_env_mount_matcher_removes_what_the_native_rule_misses_and_spares_th
     // The mounts without the environment, and an unrelated container.
     let mounts_only = run_with_nomad_mounts(&cleanup, "mounts-only", &[]);
     let unrelated = run_container(&cleanup, "unrelated-to-policy", &[]);
-    let task = TaskBuilder::new(
-        "tracked-by-policy",
-        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
-    )
-    .build()
-    .unwrap();
-    start(&plugin, &task).await;
-    let pause_alloc = Alloc::new().unwrap();
-    let spec = plugin
-        .driver()
-        .create_network(CreateNetworkRequest {
-            alloc_id: pause_alloc.id().to_owned(),
-            hostname: "policy".to_owned(),
-        })
-        .await
-        .expect("CreateNetwork")
-        .into_inner()
-        .isolation_spec
-        .expect("a spec");
-    let pause = spec.labels["docker_sandbox_container_id"].clone();
+    let (task, pause) = tracked_task_and_pause(&plugin, "tracked-by-policy").await;
 
     assert!(
         gone_within(&renamed, Duration::from_secs(20)).await,

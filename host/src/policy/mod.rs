@@ -550,7 +550,7 @@ fn call(loaded: &Loaded, store: &mut Store<StoreData>, input: &Input) -> wasmtim
             let guest = guest.load(&mut *store, &instance)?;
             Raw::Stats(guest.call_transform(
                 &mut *store,
-                &input.task.to_wit(),
+                &hooks::identity_to_wit(&input.task),
                 &input.sample.to_wit(),
             )?)
         }

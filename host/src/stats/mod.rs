@@ -173,8 +173,10 @@ pub struct Usage {
     pub breakdown: Vec<(String, ResourceUsage)>,
 }
 
-/// Who a sample is about, for policies that tag or filter metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Who a task is, for policies (that tag or filter metrics, admit tasks,
+/// choose runtimes); kebab-case in policy JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TaskIdentity {
     /// Job name.
     pub job: String,

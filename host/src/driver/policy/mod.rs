@@ -20,9 +20,7 @@ use crate::docker::engine::EngineFacts;
 use crate::docker::spec::{self, GpuChoice, GpuDeviceRequest, LABEL_PREFIX, RealHostFiles};
 use crate::policy::PolicyHost;
 use crate::policy::decide::{Admission, Step, consequence};
-use crate::policy::hooks::{
-    DeviceMount, KeyValue, Mount, TaskIdentity, admission, gpu, reconciler, stats,
-};
+use crate::policy::hooks::{DeviceMount, KeyValue, Mount, admission, gpu, reconciler, stats};
 use crate::reconciler::plan::{self, Candidate, Matcher};
 use crate::stats::transform::StatsTransform;
 use crate::stats::{self as usage, Usage};
@@ -235,19 +233,6 @@ pub(crate) fn log_step(step: &Step, subject: Subject<'_>) {
     }
 }
 
-/// Who a task is, as policies see it.
-fn identity(task: &TaskRequest) -> TaskIdentity {
-    TaskIdentity {
-        job: task.job_name.clone(),
-        group: task.task_group_name.clone(),
-        task: task.name.clone(),
-        alloc_id: task.alloc_id.clone(),
-        namespace: task.namespace.clone(),
-        node_id: task.node_id.clone(),
-        node_name: task.node_name.clone(),
-    }
-}
-
 fn pairs<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<KeyValue> {
     map.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()
 }
@@ -282,7 +267,7 @@ fn admission_request(task: &TaskRequest, config: &TaskConfig) -> admission::Requ
         read_only: m.readonly,
     }));
     admission::Request {
-        task: identity(task),
+        task: super::stats::identity(task),
         image: config.image.clone(),
         labels: pairs(&config.labels),
         env: pairs(&task.env),
@@ -335,7 +320,7 @@ fn gpu_request(
     engine: &EngineFacts,
 ) -> gpu::Request {
     gpu::Request {
-        task: identity(task),
+        task: super::stats::identity(task),
         device_env: pairs(&task.device_env),
         requested_runtime: non_empty(&config.runtime),
         devices: devices(task, config),
@@ -469,15 +454,7 @@ impl PolicyStats {
 impl StatsTransform for PolicyStats {
     fn transform(&self, identity: &usage::TaskIdentity, sample: Usage) -> Option<Usage> {
         let input = stats::Input {
-            task: TaskIdentity {
-                job: identity.job.clone(),
-                group: identity.group.clone(),
-                task: identity.task.clone(),
-                alloc_id: identity.alloc_id.clone(),
-                namespace: identity.namespace.clone(),
-                node_id: identity.node_id.clone(),
-                node_name: identity.node_name.clone(),
-            },
+            task: identity.clone(),
             sample: to_sample(&sample),
         };
         let (outcome, steps) = self.host.transform_sample(input);

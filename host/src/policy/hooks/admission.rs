@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Budget, DeviceMount, KeyValue, MAX_NAME, MAX_REASON, Mount, Refusal, TaskIdentity, env_name,
-    key_values_to_wit, non_empty, plain_name,
+    identity_to_wit, key_values_to_wit, non_empty, plain_name,
 };
 use crate::policy::bindings::task_admission as wit;
 
@@ -113,7 +113,7 @@ impl Request {
         let resources = &self.resources;
         let security = &self.security;
         wit::Request {
-            task: self.task.to_wit(),
+            task: identity_to_wit(&self.task),
             image: self.image.clone(),
             labels: key_values_to_wit(&self.labels),
             env: key_values_to_wit(&self.env),

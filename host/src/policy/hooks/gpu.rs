@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Budget, DeviceMount, KeyValue, MAX_NAME, MAX_REASON, Refusal, TaskIdentity, key_values_to_wit,
-    non_empty, plain_name,
+    Budget, DeviceMount, KeyValue, MAX_NAME, MAX_REASON, Refusal, TaskIdentity, identity_to_wit,
+    key_values_to_wit, non_empty, plain_name,
 };
 use crate::policy::bindings::gpu_runtime as wit;
 
@@ -75,7 +75,7 @@ pub enum Decision {
 impl Request {
     pub(crate) fn to_wit(&self) -> wit::Request {
         wit::Request {
-            task: self.task.to_wit(),
+            task: identity_to_wit(&self.task),
             device_env: key_values_to_wit(&self.device_env),
             requested_runtime: self.requested_runtime.clone(),
             devices: self.devices.iter().map(DeviceMount::to_wit).collect(),

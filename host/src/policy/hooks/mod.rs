@@ -38,25 +38,8 @@ impl KeyValue {
     }
 }
 
-/// Who a task is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct TaskIdentity {
-    /// Job id.
-    pub job: String,
-    /// Task group.
-    pub group: String,
-    /// Task name.
-    pub task: String,
-    /// Allocation id.
-    pub alloc_id: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Node id.
-    pub node_id: String,
-    /// Node name.
-    pub node_name: String,
-}
+/// Who a task is: the driver's own type.
+pub use crate::stats::TaskIdentity;
 
 /// A filesystem mount.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,17 +266,15 @@ pub(crate) fn key_values_to_wit(pairs: &[KeyValue]) -> Vec<wit::KeyValue> {
         .collect()
 }
 
-impl TaskIdentity {
-    pub(crate) fn to_wit(&self) -> wit::TaskIdentity {
-        wit::TaskIdentity {
-            job: self.job.clone(),
-            group: self.group.clone(),
-            task: self.task.clone(),
-            alloc_id: self.alloc_id.clone(),
-            namespace: self.namespace.clone(),
-            node_id: self.node_id.clone(),
-            node_name: self.node_name.clone(),
-        }
+pub(crate) fn identity_to_wit(identity: &TaskIdentity) -> wit::TaskIdentity {
+    wit::TaskIdentity {
+        job: identity.job.clone(),
+        group: identity.group.clone(),
+        task: identity.task.clone(),
+        alloc_id: identity.alloc_id.clone(),
+        namespace: identity.namespace.clone(),
+        node_id: identity.node_id.clone(),
+        node_name: identity.node_name.clone(),
     }
 }
 
