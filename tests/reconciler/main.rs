@@ -99,8 +99,9 @@ fn run_container(cleanup: &Cleanup, name: &str, args: &[&str]) -> String {
     id
 }
 
-/// A running task and a network pause container, both tracked by `plugin`.
-async fn tracked_task_and_pause(plugin: &PluginUnderTest, name: &str) -> (Task, String) {
+/// A running task and a network pause container, both tracked by `plugin`;
+/// the pause container lives as long as the returned alloc.
+async fn tracked_task_and_pause(plugin: &PluginUnderTest, name: &str) -> (Task, Alloc, String) {
     let task = TaskBuilder::new(
         name,
         json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
@@ -121,7 +122,7 @@ async fn tracked_task_and_pause(plugin: &PluginUnderTest, name: &str) -> (Task, 
         .isolation_spec
         .expect("a spec");
     let pause = spec.labels["docker_sandbox_container_id"].clone();
-    (task, pause)
+    (task, pause_alloc, pause)
 }
 
 fn exists(id: &str) -> bool {
@@ -191,7 +192,7 @@ async fn dangling_containers_go_and_everything_else_stays() {
     );
     docker(&["stop", "-t", "0", &stopped]).expect("docker stop");
 
-    let (task, pause) = tracked_task_and_pause(&plugin, "tracked").await;
+    let (task, _pause_alloc, pause) = tracked_task_and_pause(&plugin, "tracked").await;
 
     assert!(
         gone_within(&labelled, Duration::from_secs(20)).await,
@@ -310,7 +311,7 @@ async fn the_env_mount_matcher_removes_what_the_native_rule_misses_and_spares_th
     // The mounts without the environment, and an unrelated container.
     let mounts_only = run_with_nomad_mounts(&cleanup, "mounts-only", &[]);
     let unrelated = run_container(&cleanup, "unrelated-to-policy", &[]);
-    let (task, pause) = tracked_task_and_pause(&plugin, "tracked-by-policy").await;
+    let (task, _pause_alloc, pause) = tracked_task_and_pause(&plugin, "tracked-by-policy").await;
 
     assert!(
         gone_within(&renamed, Duration::from_secs(20)).await,
