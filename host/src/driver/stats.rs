@@ -58,7 +58,7 @@ struct Sampling {
     source: StatsSource,
     compute: NodeCompute,
     transform: Arc<dyn StatsTransform>,
-    identity: TaskIdentity,
+    identity: Arc<TaskIdentity>,
 }
 
 /// Why a sampling loop stopped.
@@ -95,7 +95,7 @@ impl Driver {
                 source: config.plugin.stats_source,
                 compute,
                 transform,
-                identity: identity(&handle.task),
+                identity: Arc::new(identity(&handle.task)),
             };
             tokio::spawn(sampling.run());
         });
@@ -194,7 +194,7 @@ impl Sampling {
             Some(usage)
         } else {
             let transform = Arc::clone(&self.transform);
-            let identity = self.identity.clone();
+            let identity = Arc::clone(&self.identity);
             match tokio::task::spawn_blocking(move || transform.transform(&identity, usage)).await {
                 Ok(usage) => usage,
                 Err(error) => {

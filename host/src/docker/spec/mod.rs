@@ -176,6 +176,26 @@ impl SpecError {
     }
 }
 
+/// The task config's `volumes` as (source, destination, read-only), with
+/// sources resolved the way the container gets them; malformed entries are
+/// left out (building the container reports them). For policies to see.
+pub fn volumes(task: &TaskRequest, config: &TaskConfig) -> Vec<(String, String, bool)> {
+    let task_dir = paths::join(&task.alloc_dir.to_string_lossy(), &task.name);
+    let host_paths = config.volume_driver.is_empty();
+    config
+        .volumes
+        .iter()
+        .filter_map(|volume| mounts::split_volume(volume))
+        .map(|(src, dst, mode)| {
+            (
+                mounts::volume_source(&task_dir, host_paths, src),
+                dst.to_owned(),
+                mode.split(',').any(|option| option == "ro"),
+            )
+        })
+        .collect()
+}
+
 /// The privilege rules a task config must pass, checked on their own: an
 /// admission policy's patch goes through them before the image is pulled,
 /// so a patch can never grant what the plugin config forbids (privileged

@@ -72,8 +72,7 @@ pub(super) fn binds(
     ));
 
     for volume in &config.volumes {
-        let parts: Vec<&str> = volume.split(':').collect();
-        let (Some(src), Some(dst)) = (parts.first(), parts.get(1)) else {
+        let Some((src, dst, mode)) = split_volume(volume) else {
             return Err(SpecError::new(
                 "volumes",
                 format!(
@@ -82,12 +81,7 @@ pub(super) fn binds(
                 ),
             ));
         };
-        let mode = parts.get(2).copied().unwrap_or("");
-        let src = if host_paths {
-            paths::expand(&task_dir, src)
-        } else {
-            paths::clean(src)
-        };
+        let src = volume_source(&task_dir, host_paths, src);
         if !volumes.enabled && paths::escapes(&alloc_dir, &src) {
             return Err(SpecError::new(
                 "volumes",
@@ -109,6 +103,23 @@ pub(super) fn binds(
         }
     }
     Ok(binds)
+}
+
+/// A `volumes` entry as source, destination and mode ("" when absent).
+pub(super) fn split_volume(volume: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = volume.split(':');
+    let (src, dst) = (parts.next()?, parts.next()?);
+    Some((src, dst, parts.next().unwrap_or("")))
+}
+
+/// A volume's source as the engine gets it: a host path (relative ones
+/// from the task dir) without a volume driver, else a volume name.
+pub(super) fn volume_source(task_dir: &str, host_paths: bool, src: &str) -> String {
+    if host_paths {
+        paths::expand(task_dir, src)
+    } else {
+        paths::clean(src)
+    }
 }
 
 /// `HostConfig.Mounts` from the task's `mount` blocks, then its `mounts`

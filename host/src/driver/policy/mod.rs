@@ -117,15 +117,15 @@ impl Driver {
         }
     }
 
-    /// Installs the policy host's stats transform when a module serves it.
+    /// Makes the policy host the stats transform. Whether a sample goes
+    /// through it is decided per sample (`is_identity`), so a module that
+    /// starts or stops serving stats-transform on reload takes effect.
     pub(crate) fn install_policy_hooks(&self, host: &Arc<PolicyHost>) {
-        if host.serves(Hook::StatsTransform) {
-            *self
-                .stats_transform
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Arc::new(PolicyStats::new(Arc::clone(host)));
-        }
+        *self
+            .stats_transform
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(PolicyStats::new(Arc::clone(host)));
     }
 
     /// The reconciler's matcher, when a module serves reconciler-match.
@@ -239,21 +239,12 @@ fn pairs<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<Key
 
 /// The task as it would start: the task's `config {}` and Nomad's request.
 fn admission_request(task: &TaskRequest, config: &TaskConfig) -> admission::Request {
-    let mut mounts: Vec<Mount> = config
-        .volumes
-        .iter()
-        .map(|volume| {
-            let mut parts = volume.splitn(3, ':');
-            let source = parts.next().unwrap_or_default().to_owned();
-            let target = parts.next().unwrap_or_default().to_owned();
-            let read_only = parts
-                .next()
-                .is_some_and(|mode| mode.split(',').any(|option| option == "ro"));
-            Mount {
-                source,
-                target,
-                read_only,
-            }
+    let mut mounts: Vec<Mount> = spec::volumes(task, config)
+        .into_iter()
+        .map(|(source, target, read_only)| Mount {
+            source,
+            target,
+            read_only,
         })
         .collect();
     mounts.extend(config.mount.iter().chain(&config.mounts).map(|m| Mount {
@@ -452,6 +443,10 @@ impl PolicyStats {
 }
 
 impl StatsTransform for PolicyStats {
+    fn is_identity(&self) -> bool {
+        !self.host.serves(Hook::StatsTransform)
+    }
+
     fn transform(&self, identity: &usage::TaskIdentity, sample: Usage) -> Option<Usage> {
         let input = stats::Input {
             task: identity.clone(),

@@ -319,10 +319,9 @@ fn wants(field: Option<&str>, name: &str) -> bool {
     field.is_none_or(|f| f == name)
 }
 
-/// A patch of the right shape that asks for more than a plugin config
-/// permits; `field` picks what (default `cap-add`).
-fn overreaching_patch(field: Option<&str>) -> Patch {
-    let mut patch = Patch {
+/// A patch that changes nothing, to fill in.
+fn empty_patch() -> Patch {
+    Patch {
         set_labels: Vec::new(),
         set_env: Vec::new(),
         unset_env: Vec::new(),
@@ -332,7 +331,13 @@ fn overreaching_patch(field: Option<&str>) -> Patch {
         cap_drop: Vec::new(),
         cap_add: Vec::new(),
         security_opt: Vec::new(),
-    };
+    }
+}
+
+/// A patch of the right shape that asks for more than a plugin config
+/// permits; `field` picks what (default `cap-add`).
+fn overreaching_patch(field: Option<&str>) -> Patch {
+    let mut patch = empty_patch();
     match field.unwrap_or("cap-add") {
         "runtime" => patch.runtime = Some("nvidia".to_owned()),
         "label" => patch.set_labels.push(KeyValue {
@@ -347,17 +352,7 @@ fn overreaching_patch(field: Option<&str>) -> Patch {
 }
 
 fn invalid_patch(field: Option<&str>) -> Patch {
-    let mut patch = Patch {
-        set_labels: Vec::new(),
-        set_env: Vec::new(),
-        unset_env: Vec::new(),
-        runtime: None,
-        memory_max_mb: None,
-        pids_limit: None,
-        cap_drop: Vec::new(),
-        cap_add: Vec::new(),
-        security_opt: Vec::new(),
-    };
+    let mut patch = empty_patch();
     if wants(field, "cap-add") {
         patch.cap_add = vec!["SYS_ADMIN".to_owned(), "ALL".to_owned()];
     }
