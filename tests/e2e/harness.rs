@@ -363,18 +363,26 @@ async fn log_fifos_are_created_and_read_like_logmon() {
         );
     }
     let (out, _err) = task.log_readers().unwrap();
+    // One writer for both lines: like logmon, the reader stops for good at
+    // the first end-of-file, so a second writer opened after the first one
+    // closed would wait for a reader forever.
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stdout)
+        .unwrap();
     for text in ["hello\n", "again\n"] {
-        // A writer comes and goes each time, as a restarted driver would.
-        let mut writer = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&stdout)
-            .unwrap();
         writer.write_all(text.as_bytes()).unwrap();
     }
     assert!(
         out.wait_for("hello\nagain\n", Duration::from_secs(5)).await,
         "{:?}",
         out.text()
+    );
+    assert!(!out.ended(), "the reader stays while a writer has the FIFO");
+    drop(writer);
+    assert!(
+        out.wait_ended(Duration::from_secs(5)).await,
+        "the reader stops when the last writer closes"
     );
     assert!(other.log_readers().is_err(), "no FIFOs without log_fifos");
 }
