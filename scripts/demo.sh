@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# The wasmdock tour: builds the plugin and example guests, launches the
-# plugin exactly as a Nomad agent does, and walks through the protocol.
+# The wasmdock demo: builds the plugin and the example guests, makes sure a
+# Docker engine answers (starting one on Debian/Ubuntu when run as root),
+# builds a local demo image without any registry, and runs the scripted
+# tour through the dev client (`nomad-driver-wasmdock dev tour`).
 source "$(dirname "$0")/lib.sh"
 
 ensure_packages
 ensure_rust
+ensure_docker
 
 say "building nomad-driver-wasmdock"
 cargo build -p wasmdock-host --locked
-build_guests
+build_guests --locked
+build_demo_image
 BIN=target/debug/nomad-driver-wasmdock
 
-say "1/2 launching the plugin like a Nomad agent and sending examples/plugin.hcl"
-"$BIN" dev probe --config examples/plugin.hcl
-
-say "2/2 the same with a broken config (examples/plugin-invalid.hcl): it must be refused"
-if "$BIN" dev probe --config examples/plugin-invalid.hcl; then
-    die "the invalid config was accepted"
+say "the plugin's base protocol, as a Nomad agent walks it (dev probe)"
+"$BIN" dev probe --config examples/plugin.hcl >/dev/null
+say "examples/plugin-invalid.hcl must be refused with the key named"
+if out=$("$BIN" dev probe --config examples/plugin-invalid.hcl 2>&1); then
+    die "the invalid plugin config was accepted"
 fi
-say "done: the invalid config was refused with the key named, as Nomad would show it"
+grep -F 'refused' <<<"$out" || die "the invalid plugin config failed, but not as a refusal: $out"
+
+say "the tour: four tasks and a dangling container through the real plugin protocol"
+"$BIN" dev tour --image "$DEMO_IMAGE" --guests target/wasm32-wasip2/guest
+say "done. Next: run a task of your own with \`$BIN dev run examples/tasks/hello.hcl\`"

@@ -81,3 +81,21 @@ build_guests() {
     mapfile -t packages < <(guest_package_args)
     cargo build --target wasm32-wasip2 --profile guest "${packages[@]}" "$@"
 }
+
+# The demo image: Debian's busybox-static with every applet on PATH, made
+# with `docker import` (no registry needed). Built once.
+DEMO_IMAGE=wasmdock-demo:1
+build_demo_image() {
+    if docker image inspect "$DEMO_IMAGE" >/dev/null 2>&1; then return 0; fi
+    say "building the demo image $DEMO_IMAGE from /bin/busybox (docker import, no registry)"
+    local root applet
+    root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/tmp"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+    done
+    tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' \
+        -m "wasmdock demo image (busybox-static)" - "$DEMO_IMAGE" >/dev/null
+    rm -rf "$root"
+}

@@ -156,6 +156,29 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
         .context("cannot connect to the plugin socket")
 }
 
+/// `{"@level":"info","@message":"m","k":"v",…}` → `plugin [info] m k=v`.
+pub fn pretty_log_line(line: &str) -> String {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return format!("plugin (not JSON!) {line}");
+    };
+    let get = |k: &str| {
+        map.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut out = format!("plugin [{}] {}", get("@level"), get("@message"));
+    for (key, value) in &map {
+        if !key.starts_with('@') {
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            out.push_str(&format!(" {key}={value}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

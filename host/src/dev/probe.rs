@@ -71,7 +71,7 @@ async fn probe(options: Options) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                println!("  {}", pretty_log_line(&line));
+                println!("  {}", launcher::pretty_log_line(&line));
             }
         });
     }
@@ -183,27 +183,4 @@ async fn probe(options: Options) -> anyhow::Result<()> {
     // Let the stderr forwarder print the last lines.
     tokio::time::sleep(Duration::from_millis(50)).await;
     outcome
-}
-
-/// `{"@level":"info","@message":"m","k":"v",…}` → `plugin [info] m k=v`.
-fn pretty_log_line(line: &str) -> String {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
-        return format!("plugin (not JSON!) {line}");
-    };
-    let get = |k: &str| {
-        map.get(k)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let mut out = format!("plugin [{}] {}", get("@level"), get("@message"));
-    for (key, value) in &map {
-        if !key.starts_with('@') {
-            let value = value
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
-            out.push_str(&format!(" {key}={value}"));
-        }
-    }
-    out
 }
