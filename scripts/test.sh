@@ -15,4 +15,10 @@ build_guests --locked
 mapfile -t guest_packages < <(guest_package_args)
 cargo clippy --target wasm32-wasip2 --profile guest "${guest_packages[@]}" --locked -- -D warnings
 say "tests"
-cargo test --workspace --locked
+# A hung test must fail the run with a message, not run into CI's own limit.
+status=0
+timeout --kill-after=30s 70m cargo test --workspace --locked || status=$?
+if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+    die "the tests did not finish within 70 minutes: one hangs (the harness's \"has been running for over 60 seconds\" lines above name it)"
+fi
+exit "$status"
