@@ -4,12 +4,14 @@
 //! Both arrive as cty msgpack ([`cty`]) shaped by an hclspec schema we hand
 //! Nomad ([`hclspec`]). Decoding is strict: unknown keys and wrong types are
 //! errors that name the key, and nothing here has side effects.
+//! [`reference`] renders `docs/configuration.md` from the two schemas.
 
 pub mod cty;
 pub mod duration;
 pub mod hclspec;
 pub mod plugin;
 pub mod policy;
+pub mod reference;
 pub mod task;
 
 pub use duration::GoDuration;

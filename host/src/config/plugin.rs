@@ -257,7 +257,7 @@ fn default_infra_image() -> String {
 }
 
 /// Go's name (`GOARCH`) for the architecture we run on.
-fn go_arch() -> &'static str {
+pub(super) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
