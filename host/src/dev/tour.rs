@@ -79,8 +79,11 @@ pub struct TourReport {
 }
 
 /// Runs the tour.
-pub async fn run(options: TourOptions) -> anyhow::Result<TourReport> {
+pub async fn run(mut options: TourOptions) -> anyhow::Result<TourReport> {
     let console = options.console;
+    // The plugin takes absolute module paths only.
+    options.guests = std::path::absolute(&options.guests)
+        .with_context(|| format!("cannot resolve {}", options.guests.display()))?;
     let started = Instant::now();
     preflight(&options).await?;
     let run_dir = tempfile::Builder::new()
@@ -223,7 +226,7 @@ async fn steps(session: &Session, options: &TourOptions) -> anyhow::Result<TourR
         .context("the container is gone, but the plugin did not log removing it")?;
     console.detail(&launcher::pretty_log_line(&dangling_log));
     console.detail(&format!(
-        "✓ the reconciler removed it {:.1} s after it was made (grace 2 s, a pass every second)",
+        "✓ the reconciler removed it by its label rule, {:.1} s after it was made",
         dangling_removed_after.as_secs_f64()
     ));
     Ok(TourReport {
