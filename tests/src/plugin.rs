@@ -19,11 +19,11 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tonic::transport::Channel;
 use wasmdock_host::config::cty::encode_json;
+use wasmdock_host::dev::alloc::{MAX_DYNAMIC_PORT, MIN_DYNAMIC_PORT, Node};
 use wasmdock_host::dev::launcher::{self, Plugin};
 use wasmdock_host::logs::holder::{self, Holder};
 use wasmdock_host::rpc::proto::base::{
-    ClientTopology, ClientTopologyCore, ClientTopologySlit, CoreGrade, NomadConfig,
-    NomadDriverConfig, SetConfigRequest, base_plugin_client::BasePluginClient,
+    NomadConfig, SetConfigRequest, base_plugin_client::BasePluginClient,
 };
 use wasmdock_host::rpc::proto::drivers::{InitRequest, driver_client::DriverClient};
 use wasmdock_host::rpc::proto::plugin::{Empty, grpc_controller_client::GrpcControllerClient};
@@ -37,9 +37,9 @@ pub const CORE_MHZ: u64 = 1000;
 /// Total compute of the node (MHz): what `PercentTicks` is relative to.
 pub const NODE_COMPUTE_MHZ: u64 = NODE_CORES as u64 * CORE_MHZ;
 /// The agent's `min_dynamic_port`.
-pub const CLIENT_MIN_PORT: u32 = 20000;
+pub const CLIENT_MIN_PORT: u32 = MIN_DYNAMIC_PORT;
 /// The agent's `max_dynamic_port`.
-pub const CLIENT_MAX_PORT: u32 = 32000;
+pub const CLIENT_MAX_PORT: u32 = MAX_DYNAMIC_PORT;
 /// How long go-plugin waits after GRPCController.Shutdown before killing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Environment variable naming a prebuilt plugin binary to test instead.
@@ -124,33 +124,13 @@ fn build_plugin() -> anyhow::Result<PathBuf> {
 /// What the agent sends as `nomad_config`: dynamic port range and a
 /// topology of [`NODE_CORES`] cores at [`CORE_MHZ`] on one NUMA node.
 pub fn nomad_config() -> NomadConfig {
-    NomadConfig {
-        driver: Some(NomadDriverConfig {
-            client_max_port: CLIENT_MAX_PORT,
-            client_min_port: CLIENT_MIN_PORT,
-            topology: Some(ClientTopology {
-                node_ids: vec![0],
-                distances: Some(ClientTopologySlit {
-                    dimension: 1,
-                    values: vec![10],
-                }),
-                cores: (0..NODE_CORES)
-                    .map(|core_id| ClientTopologyCore {
-                        socket_id: 0,
-                        node_id: 0,
-                        core_id,
-                        core_grade: CoreGrade::Performance as i32,
-                        disable: false,
-                        base_speed: CORE_MHZ,
-                        max_speed: CORE_MHZ,
-                        guess_speed: 0,
-                    })
-                    .collect(),
-                override_total_compute: 0,
-                override_withold_compute: 0,
-            }),
-        }),
+    Node {
+        id: String::new(),
+        name: String::new(),
+        cores: NODE_CORES,
+        core_mhz: CORE_MHZ,
     }
+    .nomad_config()
 }
 
 /// The SetConfig an agent sends for a plugin block `config` (as JSON).

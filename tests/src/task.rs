@@ -26,6 +26,7 @@ use anyhow::{Context as _, bail};
 use nix::sys::stat::Mode;
 use tempfile::TempDir;
 use wasmdock_host::config::cty::encode_json;
+use wasmdock_host::dev::alloc::{TaskIdentity, nomad_env};
 use wasmdock_host::rpc::proto::drivers::{
     AllocatedCpuResources, AllocatedMemoryResources, AllocatedTaskResources, DestroyTaskRequest,
     InspectTaskRequest, LinuxResources, Mount, PortMapping, RecoverTaskRequest, Resources,
@@ -322,35 +323,15 @@ impl TaskBuilder {
         };
 
         let memory_limit_mb = self.memory_mb.max(self.memory_max_mb);
-        let mut env: BTreeMap<String, String> = [
-            ("NOMAD_ALLOC_DIR", "/alloc".to_owned()),
-            ("NOMAD_TASK_DIR", "/local".to_owned()),
-            ("NOMAD_SECRETS_DIR", "/secrets".to_owned()),
-            ("NOMAD_ALLOC_ID", alloc.id().to_owned()),
-            (
-                "NOMAD_ALLOC_NAME",
-                format!("{}.{}[0]", alloc.job_name(), alloc.group()),
-            ),
-            ("NOMAD_ALLOC_INDEX", "0".to_owned()),
-            ("NOMAD_TASK_NAME", name.clone()),
-            ("NOMAD_JOB_NAME", alloc.job_name().to_owned()),
-            ("NOMAD_JOB_ID", alloc.inner.job_id.clone()),
-            ("NOMAD_GROUP_NAME", alloc.group().to_owned()),
-            ("NOMAD_NAMESPACE", NAMESPACE.to_owned()),
-            ("NOMAD_REGION", "global".to_owned()),
-            ("NOMAD_DC", "dc1".to_owned()),
-            ("NOMAD_CPU_LIMIT", self.cpu_shares.to_string()),
-            ("NOMAD_MEMORY_LIMIT", self.memory_mb.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        if self.memory_max_mb > 0 {
-            env.insert(
-                "NOMAD_MEMORY_MAX_LIMIT".to_owned(),
-                self.memory_max_mb.to_string(),
-            );
-        }
+        let mut env = nomad_env(&TaskIdentity {
+            alloc_id: alloc.id(),
+            job: alloc.job_name(),
+            group: alloc.group(),
+            task: &name,
+            cpu_mhz: self.cpu_shares,
+            memory_mb: self.memory_mb,
+            memory_max_mb: self.memory_max_mb,
+        });
         env.extend(self.env);
 
         let mut config = TaskConfig {

@@ -29,9 +29,10 @@ use crate::rpc::proto::drivers::{
     Resources, TaskConfig,
 };
 
-/// Nomad's default dynamic port range.
-const MIN_DYNAMIC_PORT: u32 = 20000;
-const MAX_DYNAMIC_PORT: u32 = 32000;
+/// Lowest port of Nomad's default dynamic port range.
+pub const MIN_DYNAMIC_PORT: u32 = 20000;
+/// Highest port of Nomad's default dynamic port range.
+pub const MAX_DYNAMIC_PORT: u32 = 32000;
 
 /// The node as the dev client describes it to the plugin.
 #[derive(Debug, Clone)]
@@ -194,30 +195,43 @@ fn open_up(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
-/// The `TaskConfig` a Nomad client sends for `task` in `alloc`, with the
-/// environment Nomad sets and `driver_config` (cty msgpack) as its config.
-pub fn task_config(
-    task: &TaskFile,
-    alloc: &AllocDir,
-    paths: &TaskPaths,
-    node: &Node,
-    driver_config: Vec<u8>,
-) -> TaskConfig {
-    let memory_limit_mb = task.memory_mb.max(task.memory_max_mb);
+/// What a task's Nomad environment is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskIdentity<'a> {
+    /// Alloc id.
+    pub alloc_id: &'a str,
+    /// Job name (also its id).
+    pub job: &'a str,
+    /// Group name.
+    pub group: &'a str,
+    /// Task name.
+    pub task: &'a str,
+    /// Allocated CPU, MHz.
+    pub cpu_mhz: i64,
+    /// Allocated memory, MiB.
+    pub memory_mb: i64,
+    /// Memory ceiling, MiB (0: none).
+    pub memory_max_mb: i64,
+}
+
+/// The `NOMAD_*` environment a Nomad client gives a task (in namespace
+/// `default`, region `global`, datacenter `dc1`, alloc index 0), before
+/// device plugins' variables and the task's own `env`.
+pub fn nomad_env(task: &TaskIdentity<'_>) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = [
         ("NOMAD_ALLOC_DIR", "/alloc".to_owned()),
         ("NOMAD_TASK_DIR", "/local".to_owned()),
         ("NOMAD_SECRETS_DIR", "/secrets".to_owned()),
-        ("NOMAD_ALLOC_ID", alloc.id().to_owned()),
+        ("NOMAD_ALLOC_ID", task.alloc_id.to_owned()),
         (
             "NOMAD_ALLOC_NAME",
             format!("{}.{}[0]", task.job, task.group),
         ),
         ("NOMAD_ALLOC_INDEX", "0".to_owned()),
-        ("NOMAD_TASK_NAME", task.name.clone()),
-        ("NOMAD_JOB_NAME", task.job.clone()),
-        ("NOMAD_JOB_ID", task.job.clone()),
-        ("NOMAD_GROUP_NAME", task.group.clone()),
+        ("NOMAD_TASK_NAME", task.task.to_owned()),
+        ("NOMAD_JOB_NAME", task.job.to_owned()),
+        ("NOMAD_JOB_ID", task.job.to_owned()),
+        ("NOMAD_GROUP_NAME", task.group.to_owned()),
         ("NOMAD_NAMESPACE", "default".to_owned()),
         ("NOMAD_REGION", "global".to_owned()),
         ("NOMAD_DC", "dc1".to_owned()),
@@ -233,6 +247,28 @@ pub fn task_config(
             task.memory_max_mb.to_string(),
         );
     }
+    env
+}
+
+/// The `TaskConfig` a Nomad client sends for `task` in `alloc`, with the
+/// environment Nomad sets and `driver_config` (cty msgpack) as its config.
+pub fn task_config(
+    task: &TaskFile,
+    alloc: &AllocDir,
+    paths: &TaskPaths,
+    node: &Node,
+    driver_config: Vec<u8>,
+) -> TaskConfig {
+    let memory_limit_mb = task.memory_mb.max(task.memory_max_mb);
+    let mut env = nomad_env(&TaskIdentity {
+        alloc_id: alloc.id(),
+        job: &task.job,
+        group: &task.group,
+        task: &task.name,
+        cpu_mhz: task.cpu_mhz,
+        memory_mb: task.memory_mb,
+        memory_max_mb: task.memory_max_mb,
+    });
     // A Nomad client puts what device plugins set into the task's env as
     // well as into device_env (which the driver reads for its GPU rule).
     env.extend(task.device_env());

@@ -459,7 +459,9 @@ job "web" {
             ("task \"a\" {", "not valid HCL"),
             ("{\"task\": 1}", "labelled block"),
         ] {
-            let err = format!("{:#}", parse(text).unwrap_err());
+            // HCL wants a nested block on lines of its own.
+            let text = text.replace("{ ", "{\n").replace(" }", "\n}");
+            let err = format!("{:#}", parse(&text).unwrap_err());
             assert!(err.contains(needle), "{text:?}: {err}");
         }
     }
