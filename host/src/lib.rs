@@ -16,11 +16,13 @@
 //! * [`reconciler`] — removal of dangling containers no task tracks.
 //!
 //! Around them: [`cli`] (entry point), [`telemetry`] (hclog JSON on stderr),
-//! [`lifecycle`] (signals and shutdown) and [`dev`] (a minimal Nomad client
-//! for trying the plugin by hand). See ARCHITECTURE.md.
+//! [`lifecycle`] (signals and shutdown), [`confine`] (paths resolved beneath
+//! the alloc dir) and [`dev`] (a minimal Nomad client for trying the plugin
+//! by hand). See ARCHITECTURE.md and SECURITY.md.
 
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod dev;
 pub mod docker;
 pub mod driver;

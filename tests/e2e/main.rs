@@ -3,7 +3,9 @@
 
 mod containers;
 mod engine;
+mod filesystem;
 mod harness;
+mod hostile_rpc;
 mod images;
 mod lifecycle;
 mod logs;

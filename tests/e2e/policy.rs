@@ -639,3 +639,87 @@ async fn a_looping_admission_guest_that_fails_closed_denies_the_task() {
     let event = event_about(&mut stream, &task, "(task-admission) failed").await;
     assert_cut_off(&event, "the task is denied");
 }
+
+/// A plugin whose policy host cannot start: its compiled-module cache path
+/// (`<run_dir>/<driver>/policy-cache`) is a regular file. No Fingerprint is
+/// sent, so the first StartTask is what loads the modules.
+async fn plugin_with_broken_policy_host(
+    failure_policy: &str,
+) -> (PluginUnderTest, tempfile::TempDir) {
+    let run_dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::create_dir_all(run_dir.path().join("wasmdock")).unwrap();
+    std::fs::write(
+        run_dir.path().join("wasmdock/policy-cache"),
+        "not a directory",
+    )
+    .unwrap();
+    let modules = vec![module(
+        "allowlist",
+        "image-allowlist",
+        "task-admission",
+        json!({ "config": { "allowed": "*" }, "failure_policy": failure_policy }),
+    )];
+    let plugin = plugin(json!({
+        "policy": { "module": modules },
+        "run_dir": run_dir.path().to_string_lossy(),
+    }))
+    .await;
+    (plugin, run_dir)
+}
+
+#[tokio::test]
+async fn a_policy_host_that_cannot_start_fails_closed_where_a_module_says_so() {
+    let sleeper = json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] });
+
+    let (closed, _dir) = plugin_with_broken_policy_host("fail").await;
+    let mut stream = events(&closed).await;
+    let denied = task("broken-host-fail", sleeper.clone());
+    let status = start_err(&closed, &denied).await;
+    assert!(
+        status
+            .message()
+            .contains("admission policy allowlist cannot run")
+            && status.message().contains("policy-cache")
+            && status.message().contains("fails closed"),
+        "the error names the module, the cause and the consequence: {}",
+        status.message()
+    );
+    assert_eq!(recoverable_flag(&status), Some(false));
+    assert!(
+        docker::containers_named(&denied.container_name())
+            .unwrap()
+            .is_empty(),
+        "no container was made"
+    );
+    let event = event_about(&mut stream, &denied, "cannot run").await;
+    assert_eq!(event.annotations["policy"], "allowlist");
+
+    let (open, _dir) = plugin_with_broken_policy_host("ignore").await;
+    let allowed = task("broken-host-ignore", sleeper);
+    start(&open, &allowed).await;
+    destroy(&open, &allowed, true).await;
+}
+
+#[tokio::test]
+async fn a_start_task_before_the_first_fingerprint_is_still_judged() {
+    // No Fingerprint: policies load on the StartTask that needs them.
+    let plugin = plugin(json!({ "policy": { "module": [module(
+        "allowlist",
+        "image-allowlist",
+        "task-admission",
+        json!({ "config": { "allowed": "registry.example.com/*" } }),
+    )] } }))
+    .await;
+    let task = task(
+        "early-start",
+        json!({ "image": BUSYBOX_1, "command": "sleep", "args": ["1000"] }),
+    );
+    let status = start_err(&plugin, &task).await;
+    assert!(
+        status
+            .message()
+            .contains("admission policy allowlist denied the task"),
+        "{}",
+        status.message()
+    );
+}

@@ -295,3 +295,39 @@ fn a_thousand_faults_leave_host_memory_flat() {
         "1000 faulting evaluations grew RSS by {growth} KiB"
     );
 }
+
+#[test]
+fn every_cut_off_lands_within_a_tenth_of_the_deadline() {
+    // Alone in the process, so the figure is the host's, not the
+    // neighbours': a cut-off must land after the deadline and before a
+    // tenth more has passed.
+    let _exclusive = MEMORY.write();
+    let deadline = Duration::from_millis(200);
+    let mut worst = 0.0_f64;
+    for behaviour in ["loop", "host-calls", "entropy", "memory", "sleep", "stack"] {
+        let host = host(vec![with_deadline(
+            module("hostile", "hostile", &[("behaviour", behaviour)]),
+            deadline,
+        )]);
+        for input in inputs() {
+            for _ in 0..3 {
+                let started = Instant::now();
+                let outcome = host.evaluate("hostile", &input).unwrap();
+                let elapsed = started.elapsed();
+                assert!(
+                    outcome.is_err(),
+                    "{behaviour} on {} must fail",
+                    input.hook()
+                );
+                let ratio = elapsed.as_secs_f64() / deadline.as_secs_f64();
+                worst = worst.max(ratio);
+                assert!(
+                    ratio <= 1.1,
+                    "{behaviour} on {} ran {elapsed:?}, over 1.1 × the {deadline:?} deadline",
+                    input.hook()
+                );
+            }
+        }
+    }
+    eprintln!("slowest cut-off: {worst:.3} × the deadline");
+}

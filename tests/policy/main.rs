@@ -7,6 +7,7 @@ mod cli;
 mod examples;
 mod hostile;
 mod lifecycle;
+mod load;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -12,6 +12,8 @@
 //! * [`task`] — the `TaskConfig` Nomad would send, with a real alloc dir;
 //! * [`cleanup`] — a guard that removes what a test created;
 //! * [`calls`] — the driver calls tests make most (start, wait, destroy);
+//! * [`raw_grpc`] — raw bytes to any gRPC method, and the protobuf wire
+//!   format for building hostile requests;
 //! * [`bench`] — what the benches share: /proc accounting, Markdown cells
 //!   and the per-bench sections of `BENCHMARKS.md`.
 //!
@@ -25,6 +27,8 @@ pub mod guests;
 pub mod ids;
 pub mod images;
 pub mod plugin;
+pub mod private_engine;
+pub mod raw_grpc;
 pub mod registry;
 pub mod task;
 

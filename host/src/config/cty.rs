@@ -29,6 +29,17 @@ use serde::de::{
 /// Deepest nesting of arrays and maps accepted; real configs use fewer than 10.
 const MAX_DEPTH: usize = 64;
 
+/// Most values (scalars, arrays, maps, keys) one payload may hold; real
+/// configs hold a few hundred. Each costs tens of bytes decoded, so this
+/// bounds what a payload can make the decoder hold, whatever its size.
+const MAX_VALUES: usize = 1 << 20;
+
+/// Most items reserved up front for one array or map. Larger ones grow as
+/// their items arrive: a declared length is never trusted for capacity, as
+/// every nesting level could otherwise reserve room for the whole rest of
+/// the payload.
+const MAX_RESERVE: usize = 256;
+
 /// A decoded msgpack value, before it is mapped onto a Rust type.
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -64,7 +75,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     let value = if bytes.is_empty() {
         Value::Nil
     } else {
-        let mut reader = Reader { buf: bytes, pos: 0 };
+        let mut reader = Reader {
+            buf: bytes,
+            pos: 0,
+            values: 0,
+        };
         let value = reader.value(0).map_err(|message| {
             ConfigError::new(
                 "",
@@ -110,6 +125,7 @@ fn render_path(path: &serde_path_to_error::Path) -> String {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    values: usize,
 }
 
 impl Reader<'_> {
@@ -151,6 +167,10 @@ impl Reader<'_> {
     fn value(&mut self, depth: usize) -> Result<Value, String> {
         if depth > MAX_DEPTH {
             return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+        }
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(format!("more than {MAX_VALUES} values"));
         }
         let tag = self.byte()?;
         Ok(match tag {
@@ -243,7 +263,7 @@ impl Reader<'_> {
 
     fn array(&mut self, n: usize, depth: usize) -> Result<Value, String> {
         // Every element takes at least one byte: never trust `n` for capacity.
-        let mut items = Vec::with_capacity(n.min(self.remaining()));
+        let mut items = Vec::with_capacity(n.min(self.remaining()).min(MAX_RESERVE));
         for _ in 0..n {
             items.push(self.value(depth + 1)?);
         }
@@ -251,7 +271,7 @@ impl Reader<'_> {
     }
 
     fn map(&mut self, n: usize, depth: usize) -> Result<Value, String> {
-        let mut entries = Vec::with_capacity(n.min(self.remaining() / 2));
+        let mut entries = Vec::with_capacity(n.min(self.remaining() / 2).min(MAX_RESERVE));
         for _ in 0..n {
             let key = match self.value(depth + 1)? {
                 Value::Str(key) => key,
@@ -543,15 +563,23 @@ impl<'de> de::Deserializer<'de> for ValueDe<'_> {
             Value::Nil => visitor.visit_map(Entries::new(&[], None)),
             Value::Map(entries) => visitor.visit_map(Entries::new(entries, None)),
             // `list(map(T))`: the maps of the list are merged, later keys win.
+            // Indexed by key so that merging stays linear in the input.
             Value::Array(items) => {
                 let mut merged: Vec<(String, Value)> = Vec::new();
+                let mut at: std::collections::HashMap<&str, usize> =
+                    std::collections::HashMap::new();
                 for (index, item) in items.iter().enumerate() {
                     match item {
                         Value::Nil => {}
                         Value::Map(entries) => {
                             for (key, value) in entries {
-                                merged.retain(|(k, _)| k != key);
-                                merged.push((key.clone(), value.clone()));
+                                match at.get(key.as_str()) {
+                                    Some(&slot) => merged[slot].1 = value.clone(),
+                                    None => {
+                                        at.insert(key, merged.len());
+                                        merged.push((key.clone(), value.clone()));
+                                    }
+                                }
                             }
                         }
                         other => {
@@ -827,5 +855,41 @@ fn write_len(out: &mut Vec<u8>, n: usize, fix: u8, tag16: u8, tag32: u8) {
     } else {
         out.push(tag32);
         out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn lists_of_maps_merge_with_later_keys_winning() {
+        let bytes = encode_json(&serde_json::json!([{"a": "1"}, {"b": "2"}, {"a": "3"}, null]));
+        let merged: BTreeMap<String, String> = decode(&bytes).unwrap();
+        assert_eq!(
+            merged,
+            BTreeMap::from([("a".into(), "3".into()), ("b".into(), "2".into())])
+        );
+        // A later nil takes the key away, like a missing one.
+        let bytes = encode_json(&serde_json::json!([{"a": "1"}, {"a": null}]));
+        let merged: BTreeMap<String, String> = decode(&bytes).unwrap();
+        assert!(merged.is_empty(), "{merged:?}");
+    }
+
+    #[test]
+    fn a_payload_of_too_many_values_is_refused() {
+        let nils = |count: usize| {
+            let mut bytes = vec![0xdd];
+            bytes.extend_from_slice(&u32::try_from(count).unwrap().to_be_bytes());
+            bytes.resize(bytes.len() + count, 0xc0);
+            bytes
+        };
+        // The array is a value too: this is exactly the most accepted.
+        let most: Vec<()> = decode(&nils(MAX_VALUES - 1)).unwrap();
+        assert_eq!(most.len(), MAX_VALUES - 1);
+        let err = decode::<Vec<()>>(&nils(MAX_VALUES)).unwrap_err();
+        assert!(err.message.contains("more than 1048576 values"), "{err}");
     }
 }

@@ -155,7 +155,14 @@ impl Docker {
         } else {
             bollard::Docker::connect_with_host(endpoint)
         }
-        .map_err(|e| DockerError::Setup(e.to_string()))?;
+        .map_err(|e| match e {
+            // The engine is not running (yet, or while it restarts): as
+            // transient as a refused connection.
+            bollard::errors::Error::SocketNotFoundError(path) => DockerError::Transport(format!(
+                "no Docker engine listens on {path}: the socket does not exist"
+            )),
+            other => DockerError::Setup(other.to_string()),
+        })?;
         Ok(Self {
             client: client.with_timeout(CALL_TIMEOUT),
         })
@@ -202,8 +209,14 @@ mod tests {
             })
         };
         assert!(connect("tcp://127.0.0.1:1").is_ok(), "tcp connects lazily");
-        // A unix socket must exist; a fingerprint then reports the engine undetected.
-        assert!(connect("unix:///nonexistent.sock").is_err());
+        // A unix socket must exist; a fingerprint then reports the engine
+        // undetected. Its absence is transient: the engine may be restarting.
+        let missing = connect("unix:///nonexistent.sock").unwrap_err();
+        assert!(missing.is_transient(), "{missing}");
+        assert!(
+            missing.to_string().contains("/nonexistent.sock"),
+            "{missing}"
+        );
         assert!(connect("ftp://x").is_err());
     }
 }

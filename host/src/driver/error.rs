@@ -30,6 +30,10 @@ pub enum DriverError {
     /// The request is malformed or contradicts the task's state.
     #[error("{0}")]
     InvalidRequest(String),
+    /// Something the request names other than a task id (a container
+    /// named by a handle's `driver_state`) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// Any other failure.
     #[error("{0}")]
     Failed(String),

@@ -13,6 +13,46 @@ use crate::docker::exec::{ExecOutput, ExecSession};
 /// Bytes of each stream ExecTask keeps: the last 4 KiB, as Nomad does.
 pub const EXEC_TAIL: usize = 4096;
 
+/// Longest single argument of an exec command: the kernel's
+/// `MAX_ARG_STRLEN` (32 pages, with the terminating NUL).
+pub const MAX_EXEC_ARG: usize = 32 * 4096 - 1;
+/// Most bytes of all arguments of an exec command together (two
+/// arguments of the longest kind; far beyond any health check's command).
+pub const MAX_EXEC_COMMAND: usize = 256 * 1024;
+
+/// Refuses a command no process could be started with: empty, an argument
+/// with a NUL byte, an argument longer than the kernel takes, or too much
+/// altogether. Such commands never reach the engine (Docker 20.10 hangs
+/// the container for good on an exec of a 3 MiB command: inspect, exec
+/// and removal of that container stop answering).
+pub fn check_command(cmd: &[String]) -> Result<()> {
+    if cmd.is_empty() {
+        return Err(DriverError::InvalidRequest(
+            "command is required".to_owned(),
+        ));
+    }
+    for (i, arg) in cmd.iter().enumerate() {
+        if arg.contains('\0') {
+            return Err(DriverError::InvalidRequest(format!(
+                "exec command argument {i} contains a NUL byte"
+            )));
+        }
+        if arg.len() > MAX_EXEC_ARG {
+            return Err(DriverError::InvalidRequest(format!(
+                "exec command argument {i} is {} bytes; a process argument has at most {MAX_EXEC_ARG}",
+                arg.len()
+            )));
+        }
+    }
+    let total: usize = cmd.iter().map(String::len).sum();
+    if total > MAX_EXEC_COMMAND {
+        return Err(DriverError::InvalidRequest(format!(
+            "exec command is {total} bytes; at most {MAX_EXEC_COMMAND} are accepted"
+        )));
+    }
+    Ok(())
+}
+
 /// What a finished ExecTask returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecOutcome {
@@ -90,11 +130,7 @@ impl Driver {
         stdin: bool,
     ) -> Result<ExecSession> {
         let handle = self.tasks.get(id)?;
-        if cmd.is_empty() {
-            return Err(DriverError::InvalidRequest(
-                "command is required".to_owned(),
-            ));
-        }
+        check_command(cmd)?;
         let docker = self
             .docker()
             .await
@@ -165,5 +201,26 @@ mod tests {
         let mut big = Tail::default();
         big.push(&vec![b'y'; 3 * EXEC_TAIL]);
         assert_eq!(big.0.len(), EXEC_TAIL);
+    }
+
+    #[test]
+    fn commands_no_process_could_take_are_refused() {
+        let refused = |cmd: Vec<String>, needle: &str| match check_command(&cmd) {
+            Err(DriverError::InvalidRequest(message)) => {
+                assert!(message.contains(needle), "{message}");
+            }
+            other => panic!("{needle}: {other:?}"),
+        };
+        refused(Vec::new(), "required");
+        refused(
+            vec!["echo".into(), "a\0b".into()],
+            "argument 1 contains a NUL",
+        );
+        refused(
+            vec!["a".repeat(MAX_EXEC_ARG + 1)],
+            "argument 0 is 131072 bytes",
+        );
+        refused(vec!["a".repeat(MAX_EXEC_ARG); 3], "at most 262144");
+        assert!(check_command(&["echo".into(), "a".repeat(MAX_EXEC_ARG)]).is_ok());
     }
 }

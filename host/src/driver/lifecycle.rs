@@ -14,6 +14,10 @@ use crate::docker::{Docker, DockerError};
 
 /// How long the exit watcher's inspect may take.
 const EXIT_INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between the exit watcher's attempts while the engine is
+/// away: a task stopped right after the engine comes back is seen exiting
+/// within this, and a failed attempt on a local socket costs nothing.
+const EXIT_WAIT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Nomad's task states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,7 @@ impl Driver {
     pub(crate) fn spawn_exit_watcher(&self, docker: Docker, handle: Arc<TaskHandle>) {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
+            let mut failures = 0u32;
             let code = loop {
                 let waited = tokio::select! {
                     waited = docker.wait_container(&handle.container_id) => waited,
@@ -68,12 +73,17 @@ impl Driver {
                         break Err(format!("container removed: {message}"));
                     }
                     Err(err) => {
-                        tracing::warn!(task_id = %handle.task.id, error = %err, "waiting for the container failed; retrying");
+                        if failures == 0 {
+                            tracing::warn!(task_id = %handle.task.id, error = %err, "waiting for the container failed; retrying");
+                        } else {
+                            tracing::debug!(task_id = %handle.task.id, error = %err, failures, "waiting for the container failed again; retrying");
+                        }
+                        failures += 1;
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
                             () = handle.workers().cancelled() => return,
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        backoff = (backoff * 2).min(EXIT_WAIT_BACKOFF_MAX);
                     }
                 }
             };

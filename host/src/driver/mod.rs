@@ -143,9 +143,10 @@ pub struct Driver {
     stats_transform: RwLock<Arc<dyn crate::stats::transform::StatsTransform>>,
     /// The one inotify watcher of json-file logs.
     log_watcher: std::sync::OnceLock<Option<crate::logs::jsonfile::Watcher>>,
-    /// The WebAssembly policy host, loaded on the long-lived launch when
-    /// the config names policy modules; its reload watcher beside it.
-    policy: RwLock<Option<Arc<crate::policy::PolicyHost>>>,
+    /// The WebAssembly policy modules, loaded once on the long-lived
+    /// launch (the first Fingerprint or StartTask, whichever comes first);
+    /// their reload watcher beside them.
+    policy: tokio::sync::OnceCell<policy::PolicyLoad>,
     policy_watcher: std::sync::Mutex<Option<crate::policy::reload::Watcher>>,
     /// Cancels background work at shutdown.
     background: tokio_util::sync::CancellationToken,
@@ -169,7 +170,7 @@ impl Driver {
             log_holder: std::sync::Mutex::new(None),
             log_watcher: std::sync::OnceLock::new(),
             stats_transform: RwLock::new(Arc::new(crate::stats::transform::Unchanged)),
-            policy: RwLock::new(None),
+            policy: tokio::sync::OnceCell::new(),
             policy_watcher: std::sync::Mutex::new(None),
             background: tokio_util::sync::CancellationToken::new(),
             started_background: std::sync::atomic::AtomicBool::new(false),
@@ -268,24 +269,39 @@ impl Driver {
             return;
         }
         self.rediscover_pause_containers().await;
-        self.load_policies().await;
+        self.policies().await;
         tokio::spawn(crate::reconciler::run(
             Arc::clone(self),
             self.background.child_token(),
         ));
     }
 
+    /// The policy modules, loading them on first use. Admission and GPU
+    /// selection await this, so a StartTask that arrives before the first
+    /// Fingerprint is still judged by them. Before SetConfig there is
+    /// nothing to load and nothing is remembered.
+    pub(crate) async fn policies(&self) -> &policy::PolicyLoad {
+        static OFF: policy::PolicyLoad = policy::PolicyLoad::Off;
+        if self.configured().is_none() {
+            return &OFF;
+        }
+        self.policy.get_or_init(|| self.load_policies()).await
+    }
+
     /// Loads the configured policy modules (compiling takes CPU, so it runs
     /// on a blocking thread) and starts watching their files. A module that
     /// fails to load is logged by the policy host; its failure policy then
-    /// applies to its hooks.
-    async fn load_policies(&self) {
+    /// applies to its hooks. When the host itself cannot start, every
+    /// module is unavailable and each one's failure policy applies to the
+    /// hooks it was configured for: a module that fails closed keeps
+    /// failing closed.
+    async fn load_policies(&self) -> policy::PolicyLoad {
         let Some(configured) = self.configured() else {
-            return;
+            return policy::PolicyLoad::Off;
         };
         let plugin = &configured.plugin;
         if plugin.policy.module.is_empty() {
-            return;
+            return policy::PolicyLoad::Off;
         }
         let cache_dir =
             crate::logs::holder::directory(&plugin.run_dir, &self.name).join("policy-cache");
@@ -297,44 +313,46 @@ impl Driver {
         let built =
             tokio::task::spawn_blocking(move || crate::policy::PolicyHost::new(settings, &config))
                 .await;
-        let host = match built {
-            Ok(Ok(host)) => Arc::new(host),
-            Ok(Err(error)) => {
-                tracing::error!(
-                    "policy host cannot start: {error}; every policy hook is unavailable"
-                );
-                return;
+        let error = match built {
+            Ok(Ok(host)) => {
+                let host = Arc::new(host);
+                match crate::policy::reload::Watcher::start(
+                    Arc::clone(&host),
+                    crate::policy::reload::DEFAULT_INTERVAL,
+                ) {
+                    Ok(watcher) => {
+                        *self
+                            .policy_watcher
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watcher)
+                    }
+                    Err(error) => {
+                        tracing::warn!("policy modules will not reload on change: {error}")
+                    }
+                }
+                self.install_policy_hooks(&host);
+                return policy::PolicyLoad::Ready(host);
             }
-            Err(error) => {
-                tracing::error!("policy host start-up failed: {error}");
-                return;
-            }
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => format!("its start-up thread failed: {error}"),
         };
-        match crate::policy::reload::Watcher::start(
-            Arc::clone(&host),
-            crate::policy::reload::DEFAULT_INTERVAL,
-        ) {
-            Ok(watcher) => {
-                *self
-                    .policy_watcher
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watcher)
-            }
-            Err(error) => tracing::warn!("policy modules will not reload on change: {error}"),
-        }
-        self.install_policy_hooks(&host);
-        *self
-            .policy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(host);
+        let load = policy::PolicyLoad::Broken {
+            error: format!("the policy host cannot start: {error}"),
+            modules: plugin.policy.module.clone(),
+        };
+        tracing::error!(
+            "the policy host cannot start: {error}; every policy module is unavailable and its failure_policy applies"
+        );
+        self.install_broken_policy_hooks(&load);
+        load
     }
 
     /// The policy host, when policy modules are configured and loaded.
     pub fn policy(&self) -> Option<Arc<crate::policy::PolicyHost>> {
-        self.policy
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        match self.policy.get() {
+            Some(policy::PolicyLoad::Ready(host)) => Some(Arc::clone(host)),
+            _ => None,
+        }
     }
 
     /// Stops background work (the reconciler, policy reloads); the plugin

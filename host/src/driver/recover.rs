@@ -2,7 +2,6 @@
 //! from the `driver_state` we stored in Nomad's task handle.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use super::Driver;
 use super::error::{DriverError, Result};
@@ -15,9 +14,14 @@ impl Driver {
     /// Tracks the task again and resumes waiting on its container. A task
     /// that exited while we were away reports its real exit code.
     pub async fn recover_task(&self, task: TaskRequest, driver_state: &[u8]) -> Result<()> {
-        if self.tasks.contains(&task.id) {
-            return Ok(());
-        }
+        // A tracked task is recovered already; a start or recovery of the
+        // same id in progress is refused rather than raced.
+        let Some(_claim) = self.tasks.claim(&task.id) else {
+            if self.tasks.contains(&task.id) {
+                return Ok(());
+            }
+            return Err(DriverError::AlreadyStarted(task.id));
+        };
         let state = DriverState::decode(driver_state).map_err(DriverError::InvalidRequest)?;
         let docker = self
             .docker()
@@ -26,14 +30,17 @@ impl Driver {
         let facts = docker
             .inspect_container(&state.container_id)
             .await
-            .map_err(|e| {
-                DriverError::Failed(format!(
+            .map_err(|e| match e {
+                crate::docker::DockerError::NotFound(_) => DriverError::NotFound(format!(
+                    "cannot recover task {:?}: its container {:?} no longer exists",
+                    task.id, state.container_id
+                )),
+                e => DriverError::Failed(format!(
                     "failed to inspect container for id {:?}: {e}",
                     state.container_id
-                ))
+                )),
             })?;
-        let started_at =
-            UNIX_EPOCH + Duration::try_from_secs_f64(state.started_at).unwrap_or(Duration::ZERO);
+        let started_at = state.started_at_time();
         let handle = Arc::new(TaskHandle::new(
             task,
             state.container_id,

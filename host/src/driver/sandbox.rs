@@ -174,17 +174,50 @@ impl Driver {
             .docker()
             .await
             .map_err(|e| DriverError::docker("cannot reach Docker", &e))?;
-        self.pauses.untrack(id);
-        if let Err(err) = docker.stop_container(id, Duration::from_secs(1)).await {
-            tracing::debug!(container_id = %id, error = %err, "stopping the pause container failed");
-        }
-        match docker.remove_container(id, true).await {
-            Ok(()) | Err(DockerError::NotFound(_)) => {}
+        // The spec comes from the client: only the alloc's own pause
+        // container is removed, never another container it names (the
+        // engine also takes unique id prefixes).
+        let found = match docker.inspect_container(id).await {
+            Ok(facts) => Some(facts),
+            Err(DockerError::NotFound(_)) => None,
             Err(err) => {
                 return Err(DriverError::docker(
-                    "failed to remove the pause container",
+                    "failed to inspect the pause container",
                     &err,
                 ));
+            }
+        };
+        if let Some(facts) = &found {
+            let expected = format!("{PAUSE_PREFIX}{alloc_id}");
+            let is_pause = if alloc_id.is_empty() {
+                facts.name.starts_with(PAUSE_PREFIX)
+            } else {
+                facts.name == expected
+            };
+            if !is_pause {
+                return Err(DriverError::InvalidRequest(format!(
+                    "container {id:?} is {:?}, not the pause container of alloc {alloc_id:?} ({expected:?}); left alone",
+                    facts.name
+                )));
+            }
+        }
+        self.pauses.untrack(id);
+        if let Some(facts) = &found {
+            self.pauses.untrack(&facts.id);
+            if let Err(err) = docker
+                .stop_container(&facts.id, Duration::from_secs(1))
+                .await
+            {
+                tracing::debug!(container_id = %facts.id, error = %err, "stopping the pause container failed");
+            }
+            match docker.remove_container(&facts.id, true).await {
+                Ok(()) | Err(DockerError::NotFound(_)) => {}
+                Err(err) => {
+                    return Err(DriverError::docker(
+                        "failed to remove the pause container",
+                        &err,
+                    ));
+                }
             }
         }
         if config.plugin.gc.image

@@ -40,9 +40,11 @@ fn backoff(attempt: u32) -> Duration {
 impl Driver {
     /// Starts a task.
     pub async fn start_task(&self, task: TaskRequest, driver_config: &[u8]) -> Result<Started> {
-        if self.tasks.contains(&task.id) {
+        // One start per task id at a time: concurrent starts would race for
+        // the container name, removing each other's containers.
+        let Some(_claim) = self.tasks.claim(&task.id) else {
             return Err(DriverError::AlreadyStarted(task.id));
-        }
+        };
         let configured = self.require_config()?;
         let mut config = TaskConfig::from_msgpack(driver_config)?;
         let mut task = task;

@@ -3,6 +3,7 @@
 //! JSON; Nomad treats it as opaque bytes.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,16 @@ impl DriverState {
     /// Encodes for the task handle.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// When the container was started, as a point in time: a `started_at`
+    /// that is negative or beyond what the system clock can represent (the
+    /// state is untrusted bytes) reads as the Unix epoch.
+    pub fn started_at_time(&self) -> SystemTime {
+        Duration::try_from_secs_f64(self.started_at)
+            .ok()
+            .and_then(|since| UNIX_EPOCH.checked_add(since))
+            .unwrap_or(UNIX_EPOCH)
     }
 
     /// Decodes a handle's `driver_state`, refusing other versions clearly.
@@ -97,5 +108,26 @@ mod tests {
                 .contains("malformed")
         );
         assert!(DriverState::decode(b"").is_err());
+    }
+
+    #[test]
+    fn any_started_at_reads_as_a_point_in_time() {
+        let state = |started_at: &str| {
+            DriverState::decode(
+                format!(
+                    r#"{{"version":1,"container_id":"c","image_id":"i","network":null,"started_at":{started_at}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            state("1.5").started_at_time(),
+            UNIX_EPOCH + Duration::from_millis(1500)
+        );
+        // Beyond the clock's range (it once overflowed and panicked).
+        for far in ["1e19", "1.8e19", "1e300", "-1", "-1e300"] {
+            assert_eq!(state(far).started_at_time(), UNIX_EPOCH, "{far}");
+        }
     }
 }

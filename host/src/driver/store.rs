@@ -1,6 +1,6 @@
 //! The tracked tasks, by id. Locks are never held across an await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::error::{DriverError, Result};
@@ -10,6 +10,26 @@ use super::handle::TaskHandle;
 #[derive(Debug, Default)]
 pub struct TaskStore {
     tasks: Mutex<HashMap<String, Arc<TaskHandle>>>,
+    /// Ids whose StartTask (or RecoverTask) is in progress.
+    starting: Mutex<HashSet<String>>,
+}
+
+/// Holds a task id while its StartTask or RecoverTask runs; released on
+/// drop, whatever the outcome.
+#[derive(Debug)]
+pub struct Starting<'a> {
+    store: &'a TaskStore,
+    id: String,
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.store
+            .starting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 impl TaskStore {
@@ -21,6 +41,21 @@ impl TaskStore {
             .get(id)
             .cloned()
             .ok_or_else(|| DriverError::TaskNotFound(id.to_owned()))
+    }
+
+    /// Claims `id` for a start or recovery, so concurrent calls for the
+    /// same task cannot make (and remove) containers of the same name at
+    /// once; `None` while another claim holds it or the task is tracked.
+    pub fn claim(&self, id: &str) -> Option<Starting<'_>> {
+        // Lock order: `starting`, then `tasks` (in `contains`).
+        let mut starting = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.contains(id) || !starting.insert(id.to_owned()) {
+            return None;
+        }
+        Some(Starting {
+            store: self,
+            id: id.to_owned(),
+        })
     }
 
     /// Whether `id` is tracked.
@@ -60,5 +95,23 @@ impl TaskStore {
             .values()
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_is_claimed_once_until_released() {
+        let store = TaskStore::default();
+        let claim = store.claim("a").expect("a first claim");
+        assert!(
+            store.claim("a").is_none(),
+            "a second claim while the first holds"
+        );
+        assert!(store.claim("b").is_some(), "other ids are free");
+        drop(claim);
+        assert!(store.claim("a").is_some(), "released on drop");
     }
 }

@@ -18,10 +18,11 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 use super::{PolicyError, Result};
 
 /// The smallest and largest epoch tick. A call's deadline is cut into about
-/// twenty ticks, so it overshoots by at most a twentieth (plus scheduling).
+/// forty ticks, so it overshoots by at most a fortieth and the one tick
+/// added for rounding (plus scheduling).
 const MIN_TICK: Duration = Duration::from_millis(1);
 const MAX_TICK: Duration = Duration::from_millis(10);
-const TICKS_PER_DEADLINE: u32 = 20;
+const TICKS_PER_DEADLINE: u32 = 40;
 /// Ticks without an evaluation after which the ticker parks.
 const IDLE_TICKS_BEFORE_PARK: u32 = 100;
 /// Per-component pool sizing. Rust guests have one memory and a handful of
@@ -275,6 +276,9 @@ impl Drop for Ticker {
 impl TickerShared {
     fn run(&self) {
         let mut idle = 0u32;
+        // Ticks are due on a fixed schedule, so the sleeps' own lateness
+        // does not add up over a deadline's twenty ticks.
+        let mut next = std::time::Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             if self.active.load(Ordering::SeqCst) == 0 {
                 idle += 1;
@@ -289,19 +293,27 @@ impl TickerShared {
                     }
                     self.parked.store(false, Ordering::SeqCst);
                     idle = 0;
+                    next = std::time::Instant::now();
                     continue;
                 }
             } else {
                 idle = 0;
             }
+            let tick = Duration::from_nanos(self.tick_nanos.load(Ordering::Relaxed));
+            next += tick;
+            let now = std::time::Instant::now();
+            if next + tick < now {
+                // More than a tick behind (the thread was descheduled):
+                // missed ticks are skipped, never bumped in a burst that
+                // would cut a call short.
+                next = now;
+            }
             #[expect(
                 clippy::disallowed_methods,
                 reason = "the ticker is a plain thread, not an async task"
             )]
-            thread::sleep(Duration::from_nanos(
-                self.tick_nanos.load(Ordering::Relaxed),
-            ));
-            // One bump per wake-up, however late: missed ticks are skipped.
+            thread::sleep(next.saturating_duration_since(now));
+            // One bump per wake-up, however late.
             self.engine.increment_epoch();
         }
     }
@@ -319,9 +331,9 @@ mod tests {
         })
         .unwrap();
         runtime.accommodate(Duration::from_millis(100));
-        // 100 ms / 20 = 5 ms ticks: 20 ticks plus one.
-        assert_eq!(runtime.deadline_ticks(Duration::from_millis(100)), 21);
-        assert_eq!(runtime.deadline_ticks(Duration::from_millis(101)), 22);
+        // 100 ms / 40 = 2.5 ms ticks: 40 ticks plus one.
+        assert_eq!(runtime.deadline_ticks(Duration::from_millis(100)), 41);
+        assert_eq!(runtime.deadline_ticks(Duration::from_millis(101)), 42);
         // A shorter deadline only ever makes ticks finer.
         runtime.accommodate(Duration::from_millis(10));
         runtime.accommodate(Duration::from_secs(10));

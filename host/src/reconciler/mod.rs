@@ -109,7 +109,7 @@ pub async fn run(driver: Arc<Driver>, stop: CancellationToken) {
             continue;
         }
         let outcome = tokio::select! {
-            outcome = pass(&driver, &settings, driver.policy_matcher().map(|m| Arc::new(m) as Arc<dyn Matcher>)) => outcome,
+            outcome = pass(&driver, &settings, driver.policy_matcher()) => outcome,
             () = stop.cancelled() => return,
         };
         match (flip(&mut last_ok, outcome.is_ok()), outcome) {

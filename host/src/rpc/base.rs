@@ -70,7 +70,7 @@ impl base_plugin_server::BasePlugin for BaseService {
         {
             Ok(configured) => {
                 tracing::debug!(
-                    api_version = %configured.api_version,
+                    api_version = %super::status::bounded(&configured.api_version),
                     validation_launch = configured.agent.is_none(),
                     policy_modules = configured.plugin.policy.module.len(),
                     "plugin config accepted"
@@ -78,7 +78,9 @@ impl base_plugin_server::BasePlugin for BaseService {
                 Ok(Response::new(SetConfigResponse {}))
             }
             Err(err) => {
-                tracing::warn!(key = %err.key, "rejected plugin config: {err}");
+                let key = super::status::bounded(&err.key).into_owned();
+                let err = super::status::bounded(&err.to_string()).into_owned();
+                tracing::warn!(key, "rejected plugin config: {err}");
                 Err(Status::invalid_argument(format!(
                     "invalid plugin config: {err}"
                 )))

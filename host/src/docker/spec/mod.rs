@@ -127,6 +127,13 @@ impl GpuDeviceRequest {
 pub trait HostFiles {
     /// The whole file as UTF-8 text.
     fn read_to_string(&self, path: &Path) -> std::io::Result<String>;
+
+    /// Why `path`, which lies lexically inside `root`, leads out of it on
+    /// the real filesystem (a symlink in it, relative or absolute, that
+    /// resolves outside `root`), or `None` when it stays inside. A path
+    /// that does not exist yet stays inside unless an existing part of it
+    /// leads out.
+    fn leads_out(&self, root: &Path, path: &Path) -> Option<String>;
 }
 
 /// [`HostFiles`] backed by the real filesystem.
@@ -136,6 +143,10 @@ pub struct RealHostFiles;
 impl HostFiles for RealHostFiles {
     fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
         std::fs::read_to_string(path)
+    }
+
+    fn leads_out(&self, root: &Path, path: &Path) -> Option<String> {
+        crate::confine::leads_out(root, path)
     }
 }
 
@@ -263,7 +274,7 @@ pub fn container_spec(
         ));
     }
 
-    let binds = mounts::binds(task, config, &plugin.volumes)?;
+    let binds = mounts::binds(task, config, &plugin.volumes, host)?;
     let runtime = security::runtime(task, config, plugin, engine, gpu)?;
     if !config.isolation.is_empty() {
         return Err(SpecError::new(
@@ -308,7 +319,7 @@ pub fn container_spec(
         security::capabilities(&plugin.allow_caps, &config.cap_add, &config.cap_drop, host)?;
 
     let devices = mounts::devices(task, config)?;
-    let mut docker_mounts = mounts::config_mounts(task, config, plugin.volumes.enabled)?;
+    let mut docker_mounts = mounts::config_mounts(task, config, plugin.volumes.enabled, host)?;
 
     let mut extra_hosts = config.extra_hosts.clone();
     if config.network_mode.is_empty()

@@ -7,7 +7,7 @@ use bollard::models::{
     MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig,
 };
 
-use super::{SpecError, non_empty, non_empty_map, paths, quote};
+use super::{HostFiles, SpecError, non_empty, non_empty_map, paths, quote};
 use crate::config::plugin::VolumesConfig;
 use crate::config::task::{self, TaskConfig};
 use crate::driver::task::{MountRequest, TaskRequest};
@@ -24,6 +24,7 @@ pub(super) fn binds(
     task: &TaskRequest,
     config: &TaskConfig,
     volumes: &VolumesConfig,
+    host: &dyn HostFiles,
 ) -> Result<Vec<String>, SpecError> {
     let host_paths = config.volume_driver.is_empty();
     if !volumes.enabled && !host_paths {
@@ -91,6 +92,9 @@ pub(super) fn binds(
                 ),
             ));
         }
+        if !volumes.enabled {
+            stays_inside("volumes", &alloc_dir, &src, host)?;
+        }
         let options = match (mode.is_empty(), label.is_empty()) {
             (true, _) => label.to_owned(),
             (false, true) => mode.to_owned(),
@@ -128,6 +132,7 @@ pub(super) fn config_mounts(
     task: &TaskRequest,
     config: &TaskConfig,
     volumes_enabled: bool,
+    host: &dyn HostFiles,
 ) -> Result<Vec<Mount>, SpecError> {
     let alloc_dir = task.alloc_dir.to_string_lossy();
     let task_dir = paths::join(&alloc_dir, &task.name);
@@ -135,8 +140,40 @@ pub(super) fn config_mounts(
     let list = config.mounts.iter().map(|m| ("mounts", m));
     blocks
         .chain(list)
-        .map(|(key, m)| docker_mount(key, m, &alloc_dir, &task_dir, volumes_enabled))
+        .map(|(key, m)| {
+            let mount = docker_mount(key, m, &alloc_dir, &task_dir, volumes_enabled)?;
+            if let (false, Some(MountType::BIND), Some(source)) =
+                (volumes_enabled, mount.typ, mount.source.as_deref())
+            {
+                stays_inside(key, &alloc_dir, source, host)?;
+            }
+            Ok(mount)
+        })
         .collect()
+}
+
+/// With volumes disabled a host path must stay in the alloc dir on the
+/// real filesystem too: the task can write symlinks there (its alloc and
+/// task dirs are mounted into it), and Docker follows them when it binds.
+fn stays_inside(
+    key: &str,
+    alloc_dir: &str,
+    source: &str,
+    host: &dyn HostFiles,
+) -> Result<(), SpecError> {
+    match host.leads_out(
+        std::path::Path::new(alloc_dir),
+        std::path::Path::new(source),
+    ) {
+        None => Ok(()),
+        Some(why) => Err(SpecError::new(
+            key,
+            format!(
+                "volumes are not enabled; cannot mount host path: {}: {why}",
+                quote(source)
+            ),
+        )),
+    }
 }
 
 /// One `mount` block: `bind` (source relative to the task dir, kept inside

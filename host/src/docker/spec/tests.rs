@@ -38,6 +38,17 @@ impl HostFiles for FakeHost {
             .cloned()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file or directory"))
     }
+
+    /// Paths stored with the content `-> outside` are symlinks leading out.
+    fn leads_out(&self, root: &Path, path: &Path) -> Option<String> {
+        assert!(
+            path.starts_with(root),
+            "only paths inside the root are checked"
+        );
+        path.ancestors()
+            .find(|p| self.0.get(*p).is_some_and(|c| c == "-> outside"))
+            .map(|p| format!("{} is a symlink out of the alloc dir", p.display()))
+    }
 }
 
 /// Inputs like Go's `dockerTask`: task `redis-demo`, 256 MB, 512 MHz, a
@@ -2616,4 +2627,54 @@ fn real_host_files_reads_files() {
             .read_to_string(&dir.path().join("missing"))
             .is_err()
     );
+}
+
+#[test]
+fn with_volumes_disabled_a_symlink_out_of_the_alloc_dir_is_refused() {
+    let alloc_dir = "/tmp/x/long-alloc-id";
+    let planted = |f: &mut Fixture| {
+        f.task.alloc_dir = PathBuf::from(alloc_dir);
+        f.task.name = "task-name".to_owned();
+        f.host.0.insert(
+            PathBuf::from("/tmp/x/long-alloc-id/alloc/data/root"),
+            "-> outside".into(),
+        );
+    };
+    let volume =
+        |f: &mut Fixture| f.config.volumes = vec!["../alloc/data/root/etc:/host-etc".into()];
+    let mount = |f: &mut Fixture| {
+        f.config.mount = vec![TaskMount {
+            r#type: "bind".to_owned(),
+            target: "/host".to_owned(),
+            source: "../alloc/data/root".to_owned(),
+            ..TaskMount::default()
+        }]
+    };
+    for (key, add) in [
+        ("volumes", &volume as &dyn Fn(&mut Fixture)),
+        ("mount", &mount),
+    ] {
+        let err = Fixture::new()
+            .with(|f| {
+                planted(f);
+                add(f);
+            })
+            .err();
+        assert_eq!(err.key, key);
+        assert!(
+            err.message
+                .starts_with("volumes are not enabled; cannot mount host path")
+                && err
+                    .message
+                    .contains("/alloc/data/root is a symlink out of the alloc dir"),
+            "{err}"
+        );
+        // Enabled volumes mean host paths are the operator's call.
+        let allowed = Fixture::new().with(|f| {
+            planted(f);
+            add(f);
+            f.plugin.volumes.enabled = true;
+        });
+        allowed.host_config();
+    }
 }

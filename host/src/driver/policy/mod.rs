@@ -14,7 +14,7 @@ use super::Driver;
 use super::error::{DriverError, Result};
 use super::task::TaskRequest;
 use crate::config::PluginConfig;
-use crate::config::policy::Hook;
+use crate::config::policy::{FailurePolicy, Hook, PolicyModule};
 use crate::config::task::TaskConfig;
 use crate::docker::engine::EngineFacts;
 use crate::docker::spec::{self, GpuChoice, GpuDeviceRequest, LABEL_PREFIX, RealHostFiles};
@@ -28,6 +28,41 @@ use crate::stats::{self as usage, Usage};
 /// Environment variables a patch may not touch: Nomad's own.
 const NOMAD_ENV_PREFIX: &str = "NOMAD_";
 
+/// What became of the configured policy modules.
+#[derive(Debug)]
+pub(crate) enum PolicyLoad {
+    /// No module is configured.
+    Off,
+    /// The policy host runs; modules that failed to load are unavailable
+    /// inside it and their failure policies apply there.
+    Ready(Arc<PolicyHost>),
+    /// The policy host itself could not start, so no module can run: each
+    /// module's failure policy applies to the hooks it was configured for.
+    Broken {
+        /// Why, for errors, events and logs.
+        error: String,
+        /// The configured modules.
+        modules: Vec<PolicyModule>,
+    },
+}
+
+impl PolicyLoad {
+    /// When the host is broken: the first module configured for `hook`
+    /// (all hooks when it lists none) whose failure policy is `fail`.
+    fn failing_closed(&self, hook: Hook) -> Option<(&str, &str)> {
+        let Self::Broken { error, modules } = self else {
+            return None;
+        };
+        modules
+            .iter()
+            .find(|m| {
+                m.failure_policy == FailurePolicy::Fail
+                    && (m.hooks.is_empty() || m.hooks.contains(&hook))
+            })
+            .map(|m| (m.name.as_str(), error.as_str()))
+    }
+}
+
 impl Driver {
     /// Runs the task-admission modules on a task about to start: a deny
     /// fails the start (not recoverable) with the module's reason; patches
@@ -40,6 +75,13 @@ impl Driver {
         config: &mut TaskConfig,
         plugin: &PluginConfig,
     ) -> Result<()> {
+        let load = self.policies().await;
+        if let Some((module, error)) = load.failing_closed(Hook::TaskAdmission) {
+            self.fail_closed(task, module, Hook::TaskAdmission, error);
+            return Err(DriverError::unrecoverable(format!(
+                "admission policy {module} cannot run ({error}) and fails closed: the task is denied"
+            )));
+        }
         let Some(host) = self.policy().filter(|h| h.serves(Hook::TaskAdmission)) else {
             return Ok(());
         };
@@ -89,6 +131,13 @@ impl Driver {
         if task.device_env.is_empty() {
             return Ok(None);
         }
+        let load = self.policies().await;
+        if let Some((module, error)) = load.failing_closed(Hook::GpuRuntime) {
+            self.fail_closed(task, module, Hook::GpuRuntime, error);
+            return Err(DriverError::unrecoverable(format!(
+                "GPU runtime policy {module} cannot run ({error}) and fails closed: the task is rejected"
+            )));
+        }
         let Some(host) = self.policy().filter(|h| h.serves(Hook::GpuRuntime)) else {
             return Ok(None);
         };
@@ -128,11 +177,51 @@ impl Driver {
             Arc::new(PolicyStats::new(Arc::clone(host)));
     }
 
-    /// The reconciler's matcher, when a module serves reconciler-match.
-    pub(crate) fn policy_matcher(&self) -> Option<PolicyMatcher> {
+    /// When the policy host could not start: a stats-transform module
+    /// that fails closed drops every sample; otherwise samples go out
+    /// unchanged (the other failure policies skip the module).
+    pub(crate) fn install_broken_policy_hooks(&self, load: &PolicyLoad) {
+        if let Some((module, error)) = load.failing_closed(Hook::StatsTransform) {
+            *self
+                .stats_transform
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(DropAll {
+                module: module.to_owned(),
+                error: error.to_owned(),
+                warned: std::sync::atomic::AtomicBool::new(false),
+            });
+        }
+    }
+
+    /// The reconciler's matcher, when a module serves reconciler-match (or
+    /// one that fails closed could not start: then every container it would
+    /// have been asked about is kept).
+    pub(crate) fn policy_matcher(&self) -> Option<Arc<dyn Matcher>> {
+        let load = self.policy.get()?;
+        if let Some((module, error)) = load.failing_closed(Hook::ReconcilerMatch) {
+            return Some(Arc::new(KeepAll {
+                reason: format!(
+                    "reconciler policy {module} cannot run ({error}) and fails closed: the container is kept"
+                ),
+            }));
+        }
         self.policy()
             .filter(|h| h.serves(Hook::ReconcilerMatch))
-            .map(|host| PolicyMatcher { host })
+            .map(|host| Arc::new(PolicyMatcher { host }) as Arc<dyn Matcher>)
+    }
+
+    /// Reports a module that cannot run and fails closed on a task.
+    fn fail_closed(&self, task: &TaskRequest, module: &str, hook: Hook, error: &str) {
+        tracing::error!(task_id = %task.id, policy = %module, hook = hook.as_str(), "{error}; failure_policy fail: {}", consequence(hook, FailurePolicy::Fail));
+        self.events.emit(
+            task,
+            format!(
+                "Policy {module} ({}) cannot run: {error}; {}",
+                hook.as_str(),
+                consequence(hook, FailurePolicy::Fail)
+            ),
+            &[("policy", module), ("hook", hook.as_str())],
+        );
     }
 
     /// Logs every step and turns it into a task event.
@@ -500,6 +589,37 @@ fn from_sample(sample: &stats::Sample, original: std::time::SystemTime) -> Usage
         cpu: sample.usage.cpu.clone(),
         memory: sample.usage.memory.clone(),
         breakdown: sample.breakdown.clone(),
+    }
+}
+
+/// A stats-transform module that fails closed and cannot run: every
+/// sample is dropped (and said so once).
+#[derive(Debug)]
+struct DropAll {
+    module: String,
+    error: String,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl StatsTransform for DropAll {
+    fn transform(&self, _identity: &usage::TaskIdentity, _sample: Usage) -> Option<Usage> {
+        if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(policy = %self.module, hook = Hook::StatsTransform.as_str(), "{}; failure_policy fail: every stats sample is dropped", self.error);
+        }
+        None
+    }
+}
+
+/// A reconciler-match module that fails closed and cannot run: no
+/// container is judged dangling.
+#[derive(Debug)]
+struct KeepAll {
+    reason: String,
+}
+
+impl Matcher for KeepAll {
+    fn decide(&self, _candidate: &Candidate) -> plan::Decision {
+        plan::Decision::NotOurs(self.reason.clone())
     }
 }
 

@@ -9,6 +9,8 @@
 //! and prints.
 
 pub mod admission;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod reconciler;
 pub mod stats;

@@ -1,0 +1,191 @@
+//! Load: 200 StartTask calls at once, then 300 running tasks, each with a
+//! TaskStats stream and a log forwarder into logmon-like FIFO readers.
+//! Proves: no call wedges (every one is bounded and a timeout names it),
+//! every task's stream yields samples and every log carries its lines, and
+//! the plugin's memory stays bounded and returns once the tasks are gone.
+//! The latency and memory figures are printed for the record.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::json;
+use tokio_stream::StreamExt as _;
+use wasmdock_e2e::bench::vm_rss_kib;
+use wasmdock_e2e::calls::plugin;
+use wasmdock_e2e::docker::docker;
+use wasmdock_e2e::images::BUSYBOX_1;
+use wasmdock_e2e::task::{FifoReader, duration};
+use wasmdock_e2e::{PluginUnderTest, Task, TaskBuilder, require_docker, run_id};
+use wasmdock_host::rpc::proto::drivers::TaskStatsRequest;
+
+use super::{ALONE, percentiles};
+
+const FIRST: usize = 200;
+const TOTAL: usize = 300;
+/// Every call and wait of this test is bounded by this.
+const BOUND: Duration = Duration::from_secs(180);
+/// The plugin's resident memory may not exceed this with 300 tasks.
+const RSS_CEILING_MIB: u64 = 512;
+
+fn ticker(i: usize) -> Task {
+    TaskBuilder::new(
+        &format!("load{i}"),
+        json!({
+            "image": BUSYBOX_1,
+            "command": "sh",
+            "args": ["-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done"],
+        }),
+    )
+    .memory(16, 0)
+    .cpu_shares(10)
+    .log_fifos()
+    .build()
+    .unwrap()
+}
+
+async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {BOUND:?}: a wedge"))
+}
+
+/// Starts `tasks` all at once; returns their readers and StartTask latencies.
+async fn start_at_once(
+    plugin: &PluginUnderTest,
+    tasks: &[Task],
+) -> (Vec<(FifoReader, FifoReader)>, Vec<Duration>) {
+    let readers = tasks.iter().map(|t| t.log_readers().unwrap()).collect();
+    let calls = tasks.iter().map(|task| {
+        let mut driver = plugin.driver();
+        async move {
+            let began = Instant::now();
+            bounded(
+                &format!("StartTask {}", task.name()),
+                driver.start_task(task.start_request()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("StartTask {}: {e}", task.name()));
+            began.elapsed()
+        }
+    });
+    (readers, join_all(calls).await)
+}
+
+fn mib(pid: u32) -> f64 {
+    vm_rss_kib(pid) as f64 / 1024.0
+}
+
+#[tokio::test]
+async fn three_hundred_tasks_with_stats_and_logs() {
+    require_docker();
+    let _alone = ALONE.lock().await;
+    let plugin = plugin(json!({})).await;
+    let pid = plugin.pid().unwrap();
+    let idle = mib(pid);
+    let tasks: Vec<Task> = (0..TOTAL).map(ticker).collect();
+
+    let began = Instant::now();
+    let (mut readers, latencies) = start_at_once(&plugin, &tasks[..FIRST]).await;
+    eprintln!(
+        "{FIRST} StartTask calls at once: {} wall, {}",
+        humanize(began.elapsed()),
+        percentiles(latencies)
+    );
+    let began = Instant::now();
+    let (more, latencies) = start_at_once(&plugin, &tasks[FIRST..]).await;
+    readers.extend(more);
+    eprintln!(
+        "{} more with {FIRST} running: {} wall, {}",
+        TOTAL - FIRST,
+        humanize(began.elapsed()),
+        percentiles(latencies)
+    );
+
+    // One TaskStats stream per task, each read until it has shown two
+    // samples; the logs must show lines meanwhile.
+    let streams = tasks.iter().map(|task| {
+        let mut driver = plugin.driver();
+        async move {
+            let opened = Instant::now();
+            let mut stream = bounded(
+                &format!("TaskStats {}", task.name()),
+                driver.task_stats(TaskStatsRequest {
+                    task_id: task.id().to_owned(),
+                    collection_interval: Some(duration(Duration::from_secs(1))),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("TaskStats {}: {e}", task.name()))
+            .into_inner();
+            let mut first = None;
+            for _ in 0..2 {
+                bounded(&format!("a sample of {}", task.name()), stream.next())
+                    .await
+                    .unwrap_or_else(|| panic!("the stream of {} ended", task.name()))
+                    .unwrap_or_else(|e| panic!("TaskStats {}: {e}", task.name()));
+                first.get_or_insert(opened.elapsed());
+            }
+            (stream, first.unwrap_or_default())
+        }
+    });
+    let (streams, first_samples): (Vec<_>, Vec<_>) = join_all(streams).await.into_iter().unzip();
+    eprintln!(
+        "{TOTAL} TaskStats streams at 1 s: first sample after {}",
+        percentiles(first_samples)
+    );
+    for ((stdout, _), task) in readers.iter().zip(&tasks) {
+        assert!(
+            bounded("a log line", stdout.wait_for("tick-3\n", BOUND)).await,
+            "{} forwards its log: {:?}",
+            task.name(),
+            stdout.text()
+        );
+    }
+    let loaded = mib(pid);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    eprintln!(
+        "plugin with {TOTAL} tasks, streams and forwarders: RSS {loaded:.1} MiB (idle {idle:.1} MiB, {:.0} KiB per task), {threads} threads, {fds} fds",
+        (loaded - idle) * 1024.0 / TOTAL as f64
+    );
+    assert!(
+        loaded < RSS_CEILING_MIB as f64,
+        "the plugin's memory is bounded: {loaded:.1} MiB with {TOTAL} tasks"
+    );
+    drop(streams);
+
+    let began = Instant::now();
+    let destroys = tasks.iter().map(|task| {
+        let mut driver = plugin.driver();
+        async move {
+            bounded(
+                &format!("DestroyTask {}", task.name()),
+                driver.destroy_task(task.destroy_request(true)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("DestroyTask {}: {e}", task.name()));
+        }
+    });
+    join_all(destroys).await;
+    eprintln!(
+        "{TOTAL} DestroyTask(force) at once: {} wall",
+        humanize(began.elapsed())
+    );
+    let left = docker(&["ps", "-aq", "--filter", &format!("name={}", run_id())]).unwrap();
+    assert_eq!(left.trim(), "", "containers left behind");
+    for ((stdout, stderr), task) in readers.iter().zip(&tasks) {
+        assert!(
+            stdout.wait_ended(BOUND).await && stderr.wait_ended(BOUND).await,
+            "{}: forwarding ends with the task",
+            task.name()
+        );
+    }
+    // For the record: what is left once the tasks are gone (the allocator
+    // keeps some of it; the ceiling above is the bound).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("plugin after the tasks are gone: RSS {:.1} MiB", mib(pid));
+}
+
+fn humanize(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
