@@ -44,6 +44,26 @@ ensure_rust() {
     fi
 }
 
+# Disk for the build: a full test build (debug, every test binary, the
+# guests) takes about 6 GiB without incremental data. CI builds once, so it
+# keeps no incremental data at all.
+ensure_disk() {
+    if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+    local target=${CARGO_TARGET_DIR:-$ROOT/target}
+    local probe=$target
+    [ -d "$probe" ] || probe=$ROOT
+    local free_kib
+    free_kib=$(df -Pk "$probe" | awk 'NR == 2 { print $4 }')
+    local free_gib=$((free_kib / 1024 / 1024))
+    say "disk: ${free_gib} GiB free for $target"
+    if [ "$free_kib" -lt $((3 * 1024 * 1024)) ]; then
+        die "only ${free_gib} GiB free where the build goes ($target); the tests need about 6 GiB: free some space (cargo clean in other checkouts, docker system prune) or set CARGO_TARGET_DIR to a roomier disk"
+    fi
+    if [ "$free_kib" -lt $((7 * 1024 * 1024)) ]; then
+        say "warning: ${free_gib} GiB free; a full test build needs about 6 GiB and may run out"
+    fi
+}
+
 # A Docker engine: use the one that answers, else start dockerd (root only),
 # with a runtime named `nvidia` that is plain runc, so GPU runtime selection
 # can be exercised on machines without GPUs.

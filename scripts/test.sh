@@ -5,6 +5,7 @@ source "$(dirname "$0")/lib.sh"
 
 ensure_packages
 ensure_rust
+ensure_disk
 ensure_docker
 
 say "formatting"

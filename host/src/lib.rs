@@ -17,12 +17,13 @@
 //!
 //! Around them: [`cli`] (entry point), [`telemetry`] (hclog JSON on stderr),
 //! [`lifecycle`] (signals and shutdown), [`confine`] (paths resolved beneath
-//! the alloc dir) and [`dev`] (a minimal Nomad client for trying the plugin
+//! the alloc dir), [`crashpoint`] (crashes on cue, for crash tests) and [`dev`] (a minimal Nomad client for trying the plugin
 //! by hand). See ARCHITECTURE.md and SECURITY.md.
 
 pub mod cli;
 pub mod config;
 pub mod confine;
+pub mod crashpoint;
 pub mod dev;
 pub mod docker;
 pub mod driver;

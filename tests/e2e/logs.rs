@@ -13,6 +13,7 @@ use wasmdock_e2e::docker;
 use wasmdock_e2e::images::BUSYBOX_1;
 use wasmdock_e2e::task::FifoReader;
 use wasmdock_e2e::{PluginUnderTest, Task, TaskBuilder};
+use wasmdock_host::crashpoint;
 use wasmdock_host::rpc::proto::drivers::TaskHandle;
 use wasmdock_host::rpc::status::recoverable_flag;
 
@@ -385,6 +386,44 @@ async fn a_plugin_sigkill_loses_and_repeats_no_line() {
         stdout.wait_ended(WAIT).await,
         "the FIFO is closed at the end"
     );
+}
+
+#[tokio::test]
+async fn a_crash_between_a_write_and_its_record_repeats_nothing() {
+    // The plugin aborts right after its 31st log write, before recording
+    // it: the one window where a relaunched plugin could send bytes twice.
+    wasmdock_e2e::images::busybox();
+    let mut plugin = PluginUnderTest::start_with_env(
+        json!({}),
+        "wasmdock",
+        &[(crashpoint::ENV, "log-written:31")],
+    )
+    .await
+    .unwrap();
+    let task = counting_task("window", 120, 20_000);
+    let readers = task.log_readers().unwrap();
+    let handle = start(&plugin, &task).await.handle.unwrap();
+    let status = plugin.wait_exit(WAIT).await.expect("the plugin aborts");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(6),
+        "SIGABRT at the crash point"
+    );
+    assert!(
+        plugin
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("crash point reached")),
+        "it crashed where it was told"
+    );
+    let (stdout, stderr) = readers;
+    // The unrecorded write did reach the FIFO through the holder.
+    let delivered = stdout.text().len() + stderr.text().len();
+    assert!(delivered > 0, "lines went out before the crash");
+    plugin.remove_env(crashpoint::ENV);
+    relaunch_and_recover(&mut plugin, &task, handle).await;
+    assert_counted(&plugin, &task, (&stdout, &stderr), 120).await;
+    destroy(&plugin, &task, true).await;
 }
 
 #[tokio::test]

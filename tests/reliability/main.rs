@@ -39,21 +39,10 @@ fn numbers(text: &str, prefix: &str) -> Vec<u64> {
         .collect()
 }
 
-/// What a numbered log showed: its distinct lines and how many lines it
-/// repeated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counted {
-    lines: usize,
-    repeated: usize,
-}
-
-/// Checks that `text` is `<prefix>-0`, `<prefix>-1`, … with no line
-/// missing and every line complete. One step back is tolerated, for the
-/// one known window: a SIGKILL that lands between a write into the FIFO
-/// and the checkpoint's update makes the relaunched plugin send that
-/// write again (ARCHITECTURE.md, "what outlives the plugin"). Anything
-/// more — a gap, a second repeat, a repeat that does not rejoin — fails.
-fn assert_no_gap(text: &str, prefix: &str, what: &str) -> Counted {
+/// Checks that `text` is exactly `<prefix>-0`, `<prefix>-1`, … — no line
+/// missing, none repeated, every line complete — and returns how many
+/// lines it has.
+fn assert_no_gap(text: &str, prefix: &str, what: &str) -> usize {
     let seen = numbers(text, prefix);
     assert_eq!(
         text.lines().count(),
@@ -64,32 +53,19 @@ fn assert_no_gap(text: &str, prefix: &str, what: &str) -> Counted {
         text.is_empty() || text.ends_with('\n'),
         "{what}: a torn last line"
     );
-    let mut highest: Option<u64> = None;
-    let mut repeated = 0;
-    let mut steps_back = 0;
-    let mut previous: Option<u64> = None;
-    for &got in &seen {
-        match previous {
-            None => assert_eq!(got, 0, "{what}: starts at {prefix}-{got}: {text:?}"),
-            Some(last) if got == last + 1 => {}
-            Some(last) if got <= last => {
-                steps_back += 1;
-                assert_eq!(steps_back, 1, "{what}: repeated more than once: {text:?}");
+    for (expected, &got) in seen.iter().enumerate() {
+        let expected = expected as u64;
+        assert!(
+            got == expected,
+            "{what}: line {expected} is {prefix}-{got} ({}): {text:?}",
+            if got < expected {
+                "a repeat"
+            } else {
+                "lines lost"
             }
-            Some(last) => panic!(
-                "{what}: {prefix}-{last} is followed by {prefix}-{got} (lines lost): {text:?}"
-            ),
-        }
-        if highest.is_some_and(|h| got <= h) {
-            repeated += 1;
-        }
-        highest = highest.max(Some(got));
-        previous = Some(got);
+        );
     }
-    Counted {
-        lines: highest.map_or(0, |h| h as usize + 1),
-        repeated,
-    }
+    seen.len()
 }
 
 /// The pids of the processes whose command line contains `needle`.

@@ -341,6 +341,11 @@ impl PluginUnderTest {
         self.relaunch().await
     }
 
+    /// Leaves `key` out of the environment of later launches.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     /// Launches a fresh process after [`Self::kill`], as [`Self::restart`] does.
     pub async fn relaunch(&mut self) -> anyhow::Result<()> {
         self.plugin = launch_configured(&self.args, &self.env, &self.config, &self.stderr).await?;

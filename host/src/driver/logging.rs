@@ -1,8 +1,8 @@
 //! Log forwarding of a task, from StartTask or RecoverTask to its end: the
-//! FIFOs (opened here, or taken back from the node's log holder), the
-//! checkpoint, the forwarder, and letting go of everything at the end.
+//! FIFOs (opened here and handed to the node's log holder, or taken back
+//! from it), the checkpoint and the holder's counts, the forwarder, and
+//! letting go of everything at the end.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,6 +72,77 @@ fn now_secs() -> i64 {
     .unwrap_or(0)
 }
 
+/// Where the holder's counts of a task's bytes stand.
+#[derive(Debug, Clone, Copy)]
+enum Counts {
+    /// A relaunched plugin took the task back: the holder accepted this
+    /// many bytes of stdout and stderr from earlier plugins.
+    Attached([u64; 2]),
+    /// The holder took the task now: its counts start at zero.
+    Fresh,
+    /// No holder relays this task.
+    None,
+}
+
+/// Most bytes a plugin can have written past its last record (a few
+/// writes of at most 64 KiB); a larger difference means the checkpoint and
+/// the holder disagree, and nothing is skipped.
+const MOST_UNRECORDED: u64 = 1024 * 1024;
+
+impl Counts {
+    /// Brings the checkpoint's counts in line with the holder and returns
+    /// how many bytes of each stream were written past the checkpoint's
+    /// position before a crash (to skip).
+    fn settle(self, checkpoint: &mut Checkpoint, task_id: &str) -> [u64; 2] {
+        let positions = checkpoint.positions();
+        let recorded = [positions.stdout.relayed, positions.stderr.relayed];
+        let (skip, counts, counted) = match self {
+            Counts::Attached(accepted) if positions.counted => {
+                let past: Option<Vec<u64>> = accepted
+                    .iter()
+                    .zip(recorded)
+                    .map(|(accepted, recorded)| {
+                        accepted
+                            .checked_sub(recorded)
+                            .filter(|past| *past <= MOST_UNRECORDED)
+                    })
+                    .collect();
+                match past {
+                    Some(past) => {
+                        if past.iter().any(|p| *p > 0) {
+                            tracing::debug!(
+                                task_id,
+                                stdout = past[0],
+                                stderr = past[1],
+                                "skipping log bytes the previous plugin wrote after its last record"
+                            );
+                        }
+                        ([past[0], past[1]], recorded, true)
+                    }
+                    None => {
+                        tracing::warn!(
+                            task_id,
+                            ?accepted,
+                            ?recorded,
+                            "the log holder's counts do not match the checkpoint; lines around the restart may repeat"
+                        );
+                        ([0, 0], accepted, true)
+                    }
+                }
+            }
+            Counts::Attached(accepted) => ([0, 0], accepted, true),
+            Counts::Fresh => ([0, 0], [0, 0], true),
+            Counts::None => ([0, 0], recorded, false),
+        };
+        if (counts, counted) != (recorded, positions.counted)
+            && let Err(err) = checkpoint.set_counts(counts, counted)
+        {
+            tracing::warn!(task_id, error = %err, "cannot record the log checkpoint");
+        }
+        skip
+    }
+}
+
 impl Driver {
     /// The holder of this driver's directory, per the current config.
     fn log_holder(&self) -> Result<Holder> {
@@ -133,36 +204,49 @@ impl Driver {
             DriverError::unrecoverable(format!("failed to set up log forwarding: {message}"))
         };
 
-        // The FIFO descriptors: kept by the holder across a plugin restart.
-        let taken_back = match resume {
-            Resume::Recovered { .. } => match holder.get(&task.id).await {
-                Ok(files) => files,
+        // The writers: the holder's pipes into the FIFOs, kept across a
+        // plugin restart.
+        let attached = match resume {
+            Resume::Recovered { .. } => match holder.attach(&task.id).await {
+                Ok(attached) => attached,
                 Err(err) => {
-                    tracing::warn!(task_id = %task.id, error = %err, "cannot take the log FIFOs back from the holder; reopening them");
+                    tracing::warn!(task_id = %task.id, error = %err, "cannot take the task back from the log holder; reopening its FIFOs");
                     None
                 }
             },
             Resume::Fresh { .. } => None,
         };
-        let (stdout, stderr, held) = match taken_back {
-            Some((stdout, stderr)) => (stdout, stderr, true),
+        let (writers, counts, held) = match attached {
+            Some(attached) => (
+                Writers::relayed(attached.pipes, attached.fifos),
+                Counts::Attached(attached.accepted),
+                true,
+            ),
             None => {
                 let (stdout, stderr) =
                     logs::open_fifos(&task.alloc_dir, &task.stdout_path, &task.stderr_path)
                         .map_err(|e| fail(e.to_string()))?;
                 if matches!(resume, Resume::Recovered { .. }) {
-                    tracing::warn!(task_id = %task.id, "the log holder no longer had this task's FIFOs; if Nomad's logmon stopped reading, the task's logs resume when the task or the agent restarts");
+                    tracing::warn!(task_id = %task.id, "the log holder no longer had this task; if Nomad's logmon stopped reading, the task's logs resume when the task or the agent restarts");
                 }
-                let held = self
-                    .hand_to_holder(&holder, &task.id, &stdout, &stderr)
-                    .await;
-                (stdout, stderr, held)
+                match holder.put(&task.id, &stdout, &stderr).await {
+                    Ok(pipes) => (
+                        Writers::relayed(pipes, (stdout, stderr)),
+                        Counts::Fresh,
+                        true,
+                    ),
+                    Err(err) => {
+                        tracing::warn!(task_id = %task.id, error = %err, "the log holder cannot take this task; writing into its FIFOs directly, so a plugin crash will end its logs");
+                        (Writers::direct(stdout, stderr), Counts::None, false)
+                    }
+                }
             }
         };
+        let writers = writers.map_err(|e| fail(e.to_string()))?;
 
         // Where to resume.
         let checkpoint_path = holder.checkpoint_path(&task.id);
-        let (checkpoint, not_before) = match resume {
+        let (mut checkpoint, not_before) = match resume {
             Resume::Fresh { facts } => {
                 let checkpoint = Checkpoint::create(&checkpoint_path).unwrap_or_else(|err| {
                     tracing::warn!(task_id = %task.id, error = %err, "cannot create the log checkpoint; a plugin restart may lose or repeat lines");
@@ -183,7 +267,7 @@ impl Driver {
                 }
             },
         };
-        let writers = Writers::from_files(stdout, stderr).map_err(|e| fail(e.to_string()))?;
+        let skip = counts.settle(&mut checkpoint, &task.id);
         let facts = resume.facts();
         let json_file = (facts.log_driver == "json-file"
             && !facts.log_path.is_empty()
@@ -200,6 +284,7 @@ impl Driver {
             task_id: task.id.clone(),
             writers,
             checkpoint,
+            skip,
             started_at_secs: not_before,
             cancel: handle.workers().clone(),
             json_file,
@@ -219,24 +304,5 @@ impl Driver {
             handle.logs_finished();
         });
         Ok(())
-    }
-
-    /// Gives the holder duplicates of the FIFO descriptors; false (with a
-    /// warning) when no holder can take them — forwarding still works, but
-    /// a plugin crash then closes the FIFOs.
-    async fn hand_to_holder(
-        &self,
-        holder: &Holder,
-        task: &str,
-        stdout: &File,
-        stderr: &File,
-    ) -> bool {
-        match holder.put(task, stdout, stderr).await {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::warn!(task_id = task, error = %err, "the log holder cannot keep this task's FIFOs; its logs will stop if the plugin crashes");
-                false
-            }
-        }
     }
 }

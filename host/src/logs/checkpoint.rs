@@ -9,9 +9,14 @@
 //! oldest position and drops everything at or before it.
 //!
 //! The file is rewritten in place (one `pwrite` of one fixed-size record,
-//! which a killed process cannot tear) after every write into a FIFO.
-//! What a kill can still do is land between the FIFO write and the
-//! checkpoint write; the bytes of that one write are then sent twice.
+//! which a killed process cannot tear) after every write. A kill can land
+//! between a write and its record; the bytes of that one write would then
+//! be sent twice. So each position also records how many bytes the node's
+//! log holder had accepted for the stream at that point (the plugin writes
+//! into the holder's pipes; see [`crate::logs::holder::relay`]): after a
+//! relaunch the holder's count minus the recorded one is exactly what was
+//! written past the position, and is skipped. Without a holder (or with a
+//! checkpoint from before counting) a relaunch may repeat that one write.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -21,7 +26,7 @@ use std::path::{Path, PathBuf};
 use crate::docker::logs::Output;
 
 /// Size of the record on disk.
-const RECORD_BYTES: usize = 128;
+const RECORD_BYTES: usize = 256;
 /// First word of a record.
 const MAGIC: &str = "wasmdock-log-checkpoint";
 
@@ -35,6 +40,9 @@ pub struct Position {
     pub seq: u32,
     /// How many bytes of that message were written.
     pub offset: u32,
+    /// The holder's count of the stream's bytes when this position was
+    /// reached (meaningful when [`Positions::counted`]).
+    pub relayed: u64,
 }
 
 /// Where both streams of a task stand.
@@ -44,6 +52,9 @@ pub struct Positions {
     pub stdout: Position,
     /// Standard error.
     pub stderr: Position,
+    /// Whether the `relayed` counts match the holder's: the plugin writes
+    /// through the holder and has since the counts were set.
+    pub counted: bool,
 }
 
 impl Positions {
@@ -82,13 +93,16 @@ impl Positions {
 
     fn encode(&self) -> [u8; RECORD_BYTES] {
         let body = format!(
-            "{MAGIC} v1 {} {} {} {} {} {}",
+            "{MAGIC} v2 {} {} {} {} {} {} {} {} {}",
+            u8::from(self.counted),
             self.stdout.timestamp,
             self.stdout.seq,
             self.stdout.offset,
+            self.stdout.relayed,
             self.stderr.timestamp,
             self.stderr.seq,
-            self.stderr.offset
+            self.stderr.offset,
+            self.stderr.relayed,
         );
         let line = format!("{body} {:016x}\n", fnv1a(body.as_bytes()));
         let mut record = [b' '; RECORD_BYTES];
@@ -98,6 +112,8 @@ impl Positions {
         record
     }
 
+    /// Reads a record: version 2, or version 1 (written before the holder
+    /// counted bytes: no counts).
     fn decode(record: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(record).ok()?.trim_end();
         let text = text.lines().next()?;
@@ -106,22 +122,34 @@ impl Positions {
             return None;
         }
         let mut words = body.split(' ');
-        if words.next()? != MAGIC || words.next()? != "v1" {
+        if words.next()? != MAGIC {
             return None;
         }
-        let mut number = || words.next()?.parse::<i64>().ok();
+        let counts = match words.next()? {
+            "v1" => false,
+            "v2" => true,
+            _ => return None,
+        };
+        let mut number = || words.next()?.parse::<i128>().ok();
+        let counted = if counts { number()? == 1 } else { false };
         let mut position = || {
             Some(Position {
-                timestamp: number()?,
+                timestamp: i64::try_from(number()?).ok()?,
                 seq: u32::try_from(number()?).ok()?,
                 offset: u32::try_from(number()?).ok()?,
+                relayed: if counts {
+                    u64::try_from(number()?).ok()?
+                } else {
+                    0
+                },
             })
         };
         let positions = Self {
             stdout: position()?,
             stderr: position()?,
+            counted,
         };
-        Some(positions)
+        words.next().is_none().then_some(positions)
     }
 }
 
@@ -251,6 +279,16 @@ impl Checkpoint {
         self.write()
     }
 
+    /// Sets both streams' holder counts (a new holder starts at zero; an
+    /// uncounted checkpoint adopts the holder's figures) and whether they
+    /// are kept from now on.
+    pub fn set_counts(&mut self, relayed: [u64; 2], counted: bool) -> io::Result<()> {
+        self.positions.stdout.relayed = relayed[0];
+        self.positions.stderr.relayed = relayed[1];
+        self.positions.counted = counted;
+        self.write()
+    }
+
     fn write(&self) -> io::Result<()> {
         match &self.file {
             Some((file, _)) => file.write_all_at(&self.positions.encode(), 0),
@@ -280,20 +318,46 @@ mod tests {
                 timestamp: 1_795_392_356_123_456_789,
                 seq: 2,
                 offset: 17,
+                relayed: u64::MAX / 3,
             },
-            stderr: Position::default(),
+            stderr: Position {
+                timestamp: i64::MAX,
+                seq: u32::MAX,
+                offset: u32::MAX,
+                relayed: u64::MAX,
+            },
+            counted: true,
         };
         let record = positions.encode();
         assert_eq!(record.len(), RECORD_BYTES);
+        assert!(record.ends_with(b" \n"), "the widest record fits");
         assert_eq!(Positions::decode(&record), Some(positions));
         let mut damaged = record;
         damaged[30] = b'9';
         assert_eq!(Positions::decode(&damaged), None);
         assert_eq!(Positions::decode(b""), None);
         assert_eq!(
-            Positions::decode(b"wasmdock-log-checkpoint v2 1 2 3 4 5 6 0\n"),
+            Positions::decode(b"wasmdock-log-checkpoint v3 1 2 3 4 5 6 0\n"),
             None
         );
+    }
+
+    #[test]
+    fn version_one_records_still_read_without_counts() {
+        let body = "wasmdock-log-checkpoint v1 10 1 4 20 0 7";
+        let record = format!("{body} {:016x}\n", fnv1a(body.as_bytes()));
+        let positions = Positions::decode(record.as_bytes()).expect("a v1 record");
+        assert!(!positions.counted);
+        assert_eq!(
+            positions.stdout,
+            Position {
+                timestamp: 10,
+                seq: 1,
+                offset: 4,
+                relayed: 0
+            }
+        );
+        assert_eq!(positions.stderr.offset, 7);
     }
 
     #[test]
@@ -301,15 +365,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(Checkpoint::file_name("alloc/web/1"));
         let mut checkpoint = Checkpoint::create(&path).unwrap();
+        checkpoint.set_counts([0, 0], true).unwrap();
         let at = Position {
             timestamp: 5,
             seq: 0,
             offset: 3,
+            relayed: 3,
         };
         checkpoint.store(Output::Stderr, at).unwrap();
         drop(checkpoint);
         let resumed = Checkpoint::resume(&path).unwrap().expect("a checkpoint");
         assert_eq!(resumed.positions().stderr, at);
+        assert!(resumed.positions().counted);
         assert_eq!(resumed.positions().stdout, Position::default());
         resumed.remove();
         assert!(Checkpoint::resume(&path).unwrap().is_none());
@@ -339,6 +406,7 @@ mod tests {
             timestamp: 10,
             seq: 1,
             offset: 4,
+            relayed: 0,
         };
         assert_eq!(already_sent(at, (9, 7), 20), 20, "older: all sent");
         assert_eq!(already_sent(at, (10, 0), 20), 20, "earlier twin: all sent");
@@ -358,8 +426,9 @@ mod tests {
                 timestamp: 1_500_900_000_000,
                 seq: 0,
                 offset: 1,
+                relayed: 0,
             },
-            stderr: Position::default(),
+            ..Positions::default()
         };
         assert_eq!(mixed.resume_since(1000), 1000);
         assert_eq!(mixed.resume_since(1400), 1400);
@@ -369,7 +438,9 @@ mod tests {
                 timestamp: 1_200_000_000_000,
                 seq: 0,
                 offset: 0,
+                relayed: 0,
             },
+            counted: false,
         };
         assert_eq!(both.resume_since(1000), 1200);
     }

@@ -4,8 +4,9 @@
 //! (per the [`Checkpoint`]) is dropped, and the rest is written into the
 //! stream's FIFO in batches: whatever the engine has ready, up to
 //! [`BATCH_BYTES`], goes out in one write. After every write the checkpoint
-//! records the exact byte reached, so a relaunched plugin neither loses nor
-//! repeats a line.
+//! records the exact byte reached and the holder's count of the stream, so
+//! a relaunched plugin neither loses nor repeats a line: what it wrote
+//! after the last record is skipped ([`Forwarding::skip`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,9 +15,9 @@ use tokio::net::unix::pipe::Sender;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::Writers;
 use super::checkpoint::{Checkpoint, Numbering, Position, already_sent};
 use super::jsonfile::{JsonLog, Watch, Watcher};
+use super::{Writer, Writers};
 use crate::docker::logs::{LogMessage, LogStream, Output};
 use crate::docker::{Docker, DockerError};
 
@@ -66,6 +67,10 @@ pub struct Forwarding {
     pub writers: Writers,
     /// What was already forwarded.
     pub checkpoint: Checkpoint,
+    /// Per stream (stdout, stderr), bytes past the checkpoint's position
+    /// that were written before a crash: the holder's count minus the
+    /// checkpoint's. They are skipped.
+    pub skip: [u64; 2],
     /// When the container started (Unix seconds): never ask for earlier logs.
     pub started_at_secs: i64,
     /// Stops forwarding (DestroyTask, plugin shutdown).
@@ -99,12 +104,18 @@ pub enum Ended {
     Cancelled,
 }
 
-/// One stream's FIFO and the batch being assembled for it.
+/// One stream's writer and the batch being assembled for it.
 #[derive(Debug)]
 struct Sink {
     output: Output,
     sender: Sender,
+    /// The FIFO itself, while `sender` is the holder's pipe.
+    direct: Option<Sender>,
     numbering: Numbering,
+    /// The holder's count of this stream's bytes.
+    relayed: u64,
+    /// Bytes past the checkpoint written before a crash, still to skip.
+    skip: u64,
     batch: Vec<u8>,
     /// Per message in `batch`: where it starts and ends in the batch, its
     /// id, and how many of its bytes were sent before it joined the batch.
@@ -120,27 +131,43 @@ struct Mark {
 }
 
 impl Sink {
-    fn new(output: Output, sender: Sender) -> Self {
+    fn new(output: Output, writer: Writer, checkpoint: &Checkpoint, skip: u64) -> Self {
         Self {
             output,
-            sender,
+            sender: writer.sender,
+            direct: writer.direct,
             numbering: Numbering::default(),
+            relayed: checkpoint.positions().get(output).relayed,
+            skip,
             batch: Vec::new(),
             marks: Vec::new(),
         }
     }
 
     /// Adds the part of `message` not forwarded yet.
-    fn push(&mut self, message: &LogMessage, checkpoint: &Checkpoint) {
+    fn push(&mut self, message: &LogMessage, checkpoint: &mut Checkpoint) {
         self.push_body(message.timestamp, &message.body, checkpoint);
     }
 
     /// Adds the part of a message (stamped `timestamp`) not forwarded yet.
-    fn push_body(&mut self, timestamp: Option<i64>, body: &[u8], checkpoint: &Checkpoint) {
+    fn push_body(&mut self, timestamp: Option<i64>, body: &[u8], checkpoint: &mut Checkpoint) {
         let id = timestamp.map(|ts| self.numbering.next(ts));
-        let skipped = id.map_or(0, |id| {
+        let mut skipped = id.map_or(0, |id| {
             already_sent(checkpoint.positions().get(self.output), id, body.len())
         });
+        if self.skip > 0 && skipped < body.len() {
+            // Written by the plugin before us, after its last record: the
+            // holder has it. Nothing is in the batch yet while this lasts.
+            let more = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(body.len() - skipped);
+            skipped += more;
+            self.skip -= more as u64;
+            self.relayed = self.relayed.saturating_add(more as u64);
+            if let Some((timestamp, seq)) = id {
+                self.record(checkpoint, timestamp, seq, skipped);
+            }
+        }
         if skipped == body.len() {
             return;
         }
@@ -154,30 +181,59 @@ impl Sink {
         });
     }
 
+    /// Records that `offset` bytes of message `(timestamp, seq)` are out.
+    fn record(&self, checkpoint: &mut Checkpoint, timestamp: i64, seq: u32, offset: usize) {
+        let position = Position {
+            timestamp,
+            seq,
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            relayed: self.relayed,
+        };
+        if let Err(err) = checkpoint.store(self.output, position) {
+            tracing::warn!(error = %err, "cannot record the log checkpoint; a restart may repeat lines");
+        }
+    }
+
     /// Writes the batch, recording the position after every write.
     async fn flush(&mut self, checkpoint: &mut Checkpoint) -> std::io::Result<()> {
         let mut written = 0;
         let mut mark = 0;
         while written < self.batch.len() {
-            let n = self.sender.write(&self.batch[written..]).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
+            let n = match self.sender.write(&self.batch[written..]).await {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                    let Some(direct) = self.direct.take() else {
+                        return Err(err);
+                    };
+                    // The holder is gone (its reader of our pipe closed):
+                    // go on into the FIFO ourselves. What its pipe still
+                    // held is lost, and counting ends.
+                    tracing::warn!(
+                        output = ?self.output,
+                        "the log holder went away; writing into the FIFO directly (bytes it had not yet delivered are lost, and a plugin crash will now end this task's logs)"
+                    );
+                    self.sender = direct;
+                    let positions = checkpoint.positions();
+                    if let Err(err) = checkpoint
+                        .set_counts([positions.stdout.relayed, positions.stderr.relayed], false)
+                    {
+                        tracing::warn!(error = %err, "cannot record the log checkpoint");
+                    }
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             written += n;
+            self.relayed = self.relayed.saturating_add(n as u64);
+            crate::crashpoint::pass("log-written");
             while mark + 1 < self.marks.len() && self.marks[mark].end < written {
                 mark += 1;
             }
             let current = self.marks[mark];
             if let Some((timestamp, seq)) = current.id {
                 let offset = current.skipped + (written.min(current.end) - current.start);
-                let position = Position {
-                    timestamp,
-                    seq,
-                    offset: u32::try_from(offset).unwrap_or(u32::MAX),
-                };
-                if let Err(err) = checkpoint.store(self.output, position) {
-                    tracing::warn!(error = %err, "cannot record the log checkpoint; a restart may repeat lines");
-                }
+                self.record(checkpoint, timestamp, seq, offset);
             }
         }
         self.batch.clear();
@@ -200,7 +256,7 @@ enum Next {
 async fn gather(
     stream: &mut LogStream,
     sinks: &mut [Sink; 2],
-    checkpoint: &Checkpoint,
+    checkpoint: &mut Checkpoint,
     cancel: &CancellationToken,
 ) -> Option<Next> {
     let mut item = tokio::select! {
@@ -243,13 +299,14 @@ pub async fn forward(forwarding: Forwarding) -> (Ended, Checkpoint) {
         task_id,
         writers,
         mut checkpoint,
+        skip,
         started_at_secs,
         cancel,
         json_file,
     } = forwarding;
     let mut sinks = [
-        Sink::new(Output::Stdout, writers.stdout),
-        Sink::new(Output::Stderr, writers.stderr),
+        Sink::new(Output::Stdout, writers.stdout, &checkpoint, skip[0]),
+        Sink::new(Output::Stderr, writers.stderr, &checkpoint, skip[1]),
     ];
     if let Some(source) = json_file {
         match JsonLog::open(&source.path) {
@@ -285,7 +342,7 @@ pub async fn forward(forwarding: Forwarding) -> (Ended, Checkpoint) {
             sink.numbering = Numbering::default();
         }
         let failure = loop {
-            let Some(next) = gather(&mut stream, &mut sinks, &checkpoint, &cancel).await else {
+            let Some(next) = gather(&mut stream, &mut sinks, &mut checkpoint, &cancel).await else {
                 return (Ended::Cancelled, checkpoint);
             };
             for sink in &mut sinks {
@@ -355,12 +412,12 @@ impl JsonReading<'_> {
         let task_id = self.task_id;
         let mut last_pass = false;
         loop {
-            let mut got = self.read_into(&mut sinks, &checkpoint);
+            let mut got = self.read_into(&mut sinks, &mut checkpoint);
             if !got {
                 // The newest file we know ended: a rotation may have made
                 // a newer one.
                 self.refresh();
-                got = self.read_into(&mut sinks, &checkpoint);
+                got = self.read_into(&mut sinks, &mut checkpoint);
             }
             for sink in &mut sinks {
                 let flushed = tokio::select! {
@@ -416,7 +473,7 @@ impl JsonReading<'_> {
     }
 
     /// Moves what the file has into the sinks; false when it had nothing.
-    fn read_into(&mut self, sinks: &mut [Sink; 2], checkpoint: &Checkpoint) -> bool {
+    fn read_into(&mut self, sinks: &mut [Sink; 2], checkpoint: &mut Checkpoint) -> bool {
         let mut got = false;
         while sinks.iter().all(|s| s.batch.len() < BATCH_BYTES) {
             if self.last_refresh.elapsed() >= JSON_REFRESH {
@@ -478,50 +535,119 @@ mod tests {
 
     /// A sink writing into a pipe whose reader we hold, so partial writes
     /// and positions can be checked.
-    fn sink() -> (Sink, std::fs::File) {
+    fn sink(checkpoint: &Checkpoint, skip: u64) -> (Sink, std::fs::File) {
         let (reader, writer) = std::io::pipe().unwrap();
         let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
         let reader = std::fs::File::from(std::os::fd::OwnedFd::from(reader));
-        (
-            Sink::new(Output::Stdout, Sender::from_file(writer).unwrap()),
-            reader,
-        )
+        let writer = Writer {
+            sender: Sender::from_file(writer).unwrap(),
+            direct: None,
+        };
+        (Sink::new(Output::Stdout, writer, checkpoint, skip), reader)
     }
+
+    fn read_all(reader: &mut std::fs::File) -> String {
+        let mut got = vec![0u8; 64];
+        let n = std::io::Read::read(reader, &mut got).unwrap();
+        String::from_utf8(got[..n].to_vec()).unwrap()
+    }
+
+    const MESSAGES: [(i64, &str); 5] = [
+        (10, "a\n"),
+        (20, "b\n"),
+        (20, "cde\n"),
+        (20, "f\n"),
+        (30, "g\n"),
+    ];
 
     #[tokio::test]
     async fn a_resumed_stream_skips_exactly_what_was_written() {
-        let (mut sink, mut reader) = sink();
         let mut checkpoint = Checkpoint::in_memory(super::super::checkpoint::Positions::default());
-        checkpoint
-            .store(
-                Output::Stdout,
-                Position {
-                    timestamp: 20,
-                    seq: 1,
-                    offset: 2,
-                },
-            )
-            .unwrap();
-        for (ts, body) in [
-            (10, "a\n"),
-            (20, "b\n"),
-            (20, "cde\n"),
-            (20, "f\n"),
-            (30, "g\n"),
-        ] {
-            sink.push(&message(ts, body), &checkpoint);
+        let at = Position {
+            timestamp: 20,
+            seq: 1,
+            offset: 2,
+            relayed: 6,
+        };
+        checkpoint.store(Output::Stdout, at).unwrap();
+        let (mut sink, mut reader) = sink(&checkpoint, 0);
+        for (ts, body) in MESSAGES {
+            sink.push(&message(ts, body), &mut checkpoint);
         }
         sink.flush(&mut checkpoint).await.unwrap();
-        let mut got = vec![0u8; 64];
-        let n = std::io::Read::read(&mut reader, &mut got).unwrap();
-        assert_eq!(std::str::from_utf8(&got[..n]).unwrap(), "e\nf\ng\n");
+        assert_eq!(read_all(&mut reader), "e\nf\ng\n");
         assert_eq!(
             checkpoint.positions().stdout,
             Position {
                 timestamp: 30,
                 seq: 0,
-                offset: 2
-            }
+                offset: 2,
+                relayed: 12,
+            },
+            "the count grows with every byte written"
         );
+    }
+
+    #[tokio::test]
+    async fn bytes_written_after_the_last_record_are_skipped_too() {
+        // The previous plugin recorded "c" of "cde\n" (6 bytes counted),
+        // then wrote "de\nf" and was killed before recording it: the
+        // holder counted 10.
+        let mut checkpoint = Checkpoint::in_memory(super::super::checkpoint::Positions::default());
+        let at = Position {
+            timestamp: 20,
+            seq: 1,
+            offset: 1,
+            relayed: 6,
+        };
+        checkpoint.store(Output::Stdout, at).unwrap();
+        let (mut sink, mut reader) = sink(&checkpoint, 10 - 6);
+        for (ts, body) in MESSAGES {
+            sink.push(&message(ts, body), &mut checkpoint);
+        }
+        assert_eq!(
+            checkpoint.positions().stdout,
+            Position {
+                timestamp: 20,
+                seq: 2,
+                offset: 1,
+                relayed: 10,
+            },
+            "the skipped bytes are recorded as sent before anything new"
+        );
+        sink.flush(&mut checkpoint).await.unwrap();
+        assert_eq!(read_all(&mut reader), "\ng\n", "no byte twice, none lost");
+        assert_eq!(checkpoint.positions().stdout.relayed, 13);
+
+        // A stream that reconnects and reads the same messages again
+        // sends nothing more.
+        sink.numbering = Numbering::default();
+        for (ts, body) in MESSAGES {
+            sink.push(&message(ts, body), &mut checkpoint);
+        }
+        assert!(sink.batch.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_vanished_holder_is_bypassed_into_the_fifo() {
+        let mut checkpoint = Checkpoint::in_memory(super::super::checkpoint::Positions::default());
+        checkpoint.set_counts([0, 0], true).unwrap();
+        let (holder_end, pipe) = std::io::pipe().unwrap();
+        let (mut fifo_reader, fifo) = std::io::pipe().unwrap();
+        let writer = Writer {
+            sender: Sender::from_file(std::fs::File::from(std::os::fd::OwnedFd::from(pipe)))
+                .unwrap(),
+            direct: Some(
+                Sender::from_file(std::fs::File::from(std::os::fd::OwnedFd::from(fifo))).unwrap(),
+            ),
+        };
+        let mut sink = Sink::new(Output::Stdout, writer, &checkpoint, 0);
+        drop(holder_end);
+        sink.push(&message(10, "still here\n"), &mut checkpoint);
+        sink.flush(&mut checkpoint).await.unwrap();
+        let mut got = vec![0u8; 64];
+        let n = std::io::Read::read(&mut fifo_reader, &mut got).unwrap();
+        assert_eq!(&got[..n], b"still here\n");
+        assert!(!checkpoint.positions().counted, "counting ends");
     }
 }

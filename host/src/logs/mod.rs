@@ -6,10 +6,11 @@
 //! forwarder ([`forward`]) reads the engine's json-file log directly when
 //! it can ([`jsonfile`]: local engine, `json-file` driver) and follows the
 //! engine's logs API otherwise; it ends after the container's last bytes,
-//! on DestroyTask, or on a terminal error (e.g. log driver `none`). Two things make a plugin crash harmless: the node's
-//! [`holder`] keeps the FIFOs' write ends open while no plugin runs, and a
-//! [`checkpoint`] records the exact byte forwarded so the relaunched plugin
-//! resumes there.
+//! on DestroyTask, or on a terminal error (e.g. log driver `none`). Two
+//! things make a plugin crash harmless: the node's [`holder`] owns the
+//! FIFOs' write ends and makes the last hop into them, counting bytes, and
+//! a [`checkpoint`] records the exact byte forwarded, so the relaunched
+//! plugin resumes there with neither a gap nor a repeat.
 
 pub mod checkpoint;
 pub mod fifo;
@@ -25,21 +26,51 @@ use tokio::net::unix::pipe::Sender;
 
 pub use fifo::FifoError;
 
-/// The two FIFO writers of one task.
+/// Where one stream of a task is written.
+#[derive(Debug)]
+pub struct Writer {
+    /// The holder's pipe, or the FIFO itself when no holder relays.
+    pub sender: Sender,
+    /// The FIFO, when `sender` is the holder's pipe: written directly
+    /// should the holder go away.
+    pub direct: Option<Sender>,
+}
+
+/// The writers of one task's two streams.
 #[derive(Debug)]
 pub struct Writers {
     /// Where stdout goes.
-    pub stdout: Sender,
+    pub stdout: Writer,
     /// Where stderr goes.
-    pub stderr: Sender,
+    pub stderr: Writer,
 }
 
 impl Writers {
-    /// Async writers over already opened FIFO descriptors.
-    pub fn from_files(stdout: File, stderr: File) -> io::Result<Self> {
+    /// Writing straight into the FIFOs (no holder relays).
+    pub fn direct(stdout: File, stderr: File) -> io::Result<Self> {
         Ok(Self {
-            stdout: Sender::from_file(stdout)?,
-            stderr: Sender::from_file(stderr)?,
+            stdout: Writer {
+                sender: Sender::from_file(stdout)?,
+                direct: None,
+            },
+            stderr: Writer {
+                sender: Sender::from_file(stderr)?,
+                direct: None,
+            },
+        })
+    }
+
+    /// Writing into the holder's pipes, with the FIFOs to fall back on.
+    pub fn relayed(pipes: (File, File), fifos: (File, File)) -> io::Result<Self> {
+        Ok(Self {
+            stdout: Writer {
+                sender: Sender::from_file(pipes.0)?,
+                direct: Some(Sender::from_file(fifos.0)?),
+            },
+            stderr: Writer {
+                sender: Sender::from_file(pipes.1)?,
+                direct: Some(Sender::from_file(fifos.1)?),
+            },
         })
     }
 }

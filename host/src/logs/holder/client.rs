@@ -16,6 +16,10 @@ use crate::logs::checkpoint::Checkpoint;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a freshly started holder has to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// Buffer asked for each relay pipe (the kernel may cap it at
+/// `/proc/sys/fs/pipe-max-size`, 1 MiB by default): a burst of the
+/// container does not wait for the holder.
+const RELAY_PIPE_BYTES: usize = 256 * 1024;
 /// The holder's log is started afresh beyond this size.
 const LOG_LIMIT: u64 = 1024 * 1024;
 
@@ -38,6 +42,25 @@ pub enum HolderError {
         /// Its message.
         message: String,
     },
+}
+
+/// A task taken up again from the holder.
+#[derive(Debug)]
+pub struct Attached {
+    /// Duplicates of the FIFOs (stdout, stderr), to write into directly
+    /// should the holder go away.
+    pub fifos: (File, File),
+    /// The write ends of the new pipes (stdout, stderr).
+    pub pipes: (File, File),
+    /// Bytes of stdout and stderr the earlier plugins' pipes carried.
+    pub accepted: [u64; 2],
+}
+
+/// A pipe for relaying (read end, write end).
+fn relay_pipe() -> io::Result<(OwnedFd, File)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let _ = rustix::pipe::fcntl_setpipe_size(&write, RELAY_PIPE_BYTES);
+    Ok((read, File::from(write)))
 }
 
 /// A handle on the holder of one directory.
@@ -157,42 +180,53 @@ impl Holder {
         command.spawn().map(drop)
     }
 
-    /// Hands duplicates of a task's FIFO descriptors to the holder,
-    /// starting it when needed.
-    pub async fn put(&self, task: &str, stdout: &File, stderr: &File) -> Result<(), HolderError> {
-        let dups = || -> io::Result<Vec<OwnedFd>> {
-            Ok(vec![
-                stdout.as_fd().try_clone_to_owned()?,
-                stderr.as_fd().try_clone_to_owned()?,
-            ])
-        };
+    /// Hands a task's FIFOs to the holder, starting it when needed.
+    /// Returns the write ends of the pipes the holder relays into them
+    /// (stdout, stderr): from now on the plugin writes there.
+    pub async fn put(
+        &self,
+        task: &str,
+        stdout: &File,
+        stderr: &File,
+    ) -> Result<(File, File), HolderError> {
         let request = Request::Put {
             task: task.to_owned(),
         };
         self.ensure_running().await?;
-        match self
-            .call(request.clone(), dups().map_err(|e| self.io_error(e))?)
-            .await
-        {
-            Ok(_) => Ok(()),
+        let attempt = || -> io::Result<(Vec<OwnedFd>, (File, File))> {
+            let (out_read, out_write) = relay_pipe()?;
+            let (err_read, err_write) = relay_pipe()?;
+            let fds = vec![
+                stdout.as_fd().try_clone_to_owned()?,
+                stderr.as_fd().try_clone_to_owned()?,
+                out_read,
+                err_read,
+            ];
+            Ok((fds, (out_write, err_write)))
+        };
+        let (fds, writers) = attempt().map_err(|e| self.io_error(e))?;
+        match self.call(request.clone(), fds).await {
+            Ok(_) => Ok(writers),
             // It may have been leaving just as we came: start one, once.
             Err(HolderError::Io { .. }) => {
                 self.ensure_running().await?;
-                self.call(request, dups().map_err(|e| self.io_error(e))?)
-                    .await
-                    .map(drop)
+                let (fds, writers) = attempt().map_err(|e| self.io_error(e))?;
+                self.call(request, fds).await.map(|_| writers)
             }
             Err(err) => Err(err),
         }
     }
 
-    /// Takes back a task's descriptors (stdout, stderr); `None` when the
-    /// holder does not have them (or no holder runs).
-    pub async fn get(&self, task: &str) -> Result<Option<(File, File)>, HolderError> {
-        let request = Request::Get {
+    /// Goes on with a task a previous plugin forwarded: new pipes are
+    /// queued behind its old ones. `None` when the holder does not have
+    /// the task (or no holder runs).
+    pub async fn attach(&self, task: &str) -> Result<Option<Attached>, HolderError> {
+        let request = Request::Attach {
             task: task.to_owned(),
         };
-        let (reply, fds) = match self.call(request, Vec::new()).await {
+        let (out_read, out_write) = relay_pipe().map_err(|e| self.io_error(e))?;
+        let (err_read, err_write) = relay_pipe().map_err(|e| self.io_error(e))?;
+        let (reply, fds) = match self.call(request, vec![out_read, err_read]).await {
             Ok(answer) => answer,
             Err(HolderError::Io { source, .. })
                 if matches!(
@@ -205,12 +239,16 @@ impl Holder {
             Err(err) => return Err(err),
         };
         let mut files = fds.into_iter().map(File::from);
-        match (reply.found, files.next(), files.next()) {
-            (true, Some(stdout), Some(stderr)) => Ok(Some((stdout, stderr))),
-            (false, _, _) => Ok(None),
+        match (reply.found, reply.accepted, files.next(), files.next()) {
+            (false, _, _, _) => Ok(None),
+            (true, Some(accepted), Some(stdout), Some(stderr)) => Ok(Some(Attached {
+                fifos: (stdout, stderr),
+                pipes: (out_write, err_write),
+                accepted,
+            })),
             _ => Err(HolderError::Refused {
                 dir: self.dir.display().to_string(),
-                message: "found the task but sent no descriptors".to_owned(),
+                message: "found the task but sent no descriptors or counts".to_owned(),
             }),
         }
     }

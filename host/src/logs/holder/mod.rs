@@ -1,14 +1,18 @@
-//! The node's log FIFO holder: one small process that keeps the write ends
-//! of every task's log FIFOs open while the plugin is away.
+//! The node's log holder: one small process that owns the write ends of
+//! every task's log FIFOs and makes the last hop into them.
 //!
 //! Nomad's logmon reads a task's FIFO until the last writer closes it and
 //! is not restarted when a plugin is relaunched, so a plugin crash that
 //! closed the writers would silence the task's logs until the task or the
-//! agent restarts. The plugin therefore hands a duplicate of each FIFO
-//! descriptor to the holder (`SCM_RIGHTS` over a Unix socket) when it
-//! starts forwarding, asks for them back after a relaunch (RecoverTask
-//! finds the holder's directory in `driver_state`), and tells the holder to
-//! let go when the task ends. The holder never sees log data.
+//! agent restarts. The plugin therefore hands each FIFO descriptor to the
+//! holder (`SCM_RIGHTS` over a Unix socket) when it starts forwarding,
+//! together with the read end of a pipe per stream: the plugin writes into
+//! the pipe and the holder moves the bytes on, counting them ([`relay`]).
+//! After a relaunch the plugin attaches new pipes (RecoverTask finds the
+//! holder's directory in `driver_state`) and learns how many bytes the
+//! holder accepted, which, with its checkpoint, says exactly where to go
+//! on. When the task ends the plugin releases it; the holder delivers
+//! what is still in the pipes and closes the FIFOs.
 //!
 //! There is one holder per driver name and node, started by re-executing
 //! our own binary (`/proc/self/exe log-holder --dir <dir>`) in its own
@@ -19,6 +23,7 @@
 //! no plugin ever comes back.
 
 pub mod client;
+pub mod relay;
 pub mod server;
 pub mod wire;
 
@@ -29,16 +34,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::Holder;
+pub use client::{Attached, Holder};
 
-/// Version of the request/reply format.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the request/reply format. Holders of different versions
+/// use different sockets, so an upgraded plugin never talks to an older
+/// holder; that one goes on holding the tasks it has.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// How long the holder stays up with nothing to hold.
 pub const LINGER: Duration = Duration::from_secs(5);
 /// The socket's file name in the holder directory.
-pub const SOCKET: &str = "holder.sock";
+pub const SOCKET: &str = "holder.v2.sock";
 /// The lock that makes the holder unique per directory.
-pub const LOCK: &str = "holder.lock";
+pub const LOCK: &str = "holder.v2.lock";
 /// The holder's own log (hclog JSON lines).
 pub const LOG: &str = "holder.log";
 /// Where checkpoints live, inside the holder directory.
@@ -50,17 +57,21 @@ pub const MAX_TASK_ID: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Keep these two descriptors (stdout, stderr FIFO) for `task`.
+    /// Hold `task`: four descriptors come along, the stdout and stderr
+    /// FIFOs and the read ends of the pipes to relay into them.
     Put {
         /// Nomad task id.
         task: String,
     },
-    /// Send back `task`'s descriptors.
-    Get {
+    /// A relaunched plugin goes on with `task`: two pipe read ends come
+    /// along, relayed after what earlier pipes still hold. The reply
+    /// carries the bytes accepted so far and duplicates of the FIFOs.
+    Attach {
         /// Nomad task id.
         task: String,
     },
-    /// Close `task`'s descriptors.
+    /// The task is over: deliver what its pipes still hold, then close
+    /// its FIFOs.
     Release {
         /// Nomad task id.
         task: String,
@@ -87,9 +98,13 @@ pub struct Reply {
     /// Why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// For `get`: whether the task was held (its descriptors come along).
+    /// For `attach`: whether the task was held (its FIFOs come along).
     #[serde(default)]
     pub found: bool,
+    /// For `attach`: every byte of stdout and stderr the task's earlier
+    /// pipes carried, delivered or still queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<[u64; 2]>,
     /// The holder's pid.
     #[serde(default)]
     pub pid: u32,
@@ -158,11 +173,11 @@ mod tests {
             },
         };
         let json = serde_json::to_string(&put).unwrap();
-        assert_eq!(json, r#"{"v":1,"op":"put","task":"a/web/1"}"#);
+        assert_eq!(json, r#"{"v":2,"op":"put","task":"a/web/1"}"#);
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), put);
-        let status: Envelope = serde_json::from_str(r#"{"v":1,"op":"status"}"#).unwrap();
+        let status: Envelope = serde_json::from_str(r#"{"v":2,"op":"status"}"#).unwrap();
         assert_eq!(status.request, Request::Status);
-        assert!(serde_json::from_str::<Envelope>(r#"{"v":1,"op":"format_disk"}"#).is_err());
+        assert!(serde_json::from_str::<Envelope>(r#"{"v":2,"op":"format_disk"}"#).is_err());
     }
 
     #[test]

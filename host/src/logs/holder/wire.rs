@@ -18,7 +18,7 @@ use rustix::net::{
 };
 
 /// Most file descriptors one message carries.
-pub const MAX_FDS: usize = 2;
+pub const MAX_FDS: usize = 4;
 /// Largest message.
 pub const MAX_MESSAGE: usize = 8 * 1024;
 
