@@ -989,7 +989,7 @@ async fn every_method_answers_hostile_bytes_with_a_clean_status() {
     };
     let client = RawClient::new(plugin.channel());
     let seed = seed();
-    eprintln!("hostile inputs: seed {seed:#x} (replay with {SEED_ENV}={seed:#x})");
+    wasmdock_e2e::figure!("hostile inputs: seed {seed:#x} (replay with {SEED_ENV}={seed:#x})");
 
     // Every service answers an unknown method of its own with UNIMPLEMENTED
     // (so the method list is what routes, not a catch-all).
@@ -1080,8 +1080,8 @@ async fn every_method_answers_hostile_bytes_with_a_clean_status() {
 
     // The summary table.
     let total: usize = tallies.values().map(|t| t.calls).sum();
-    eprintln!("hostile calls: {total} in {elapsed:.1?}");
-    eprintln!("{:<28} {:>5}  outcomes", "method", "calls");
+    wasmdock_e2e::figure!("hostile calls: {total} in {elapsed:.1?}");
+    wasmdock_e2e::figure!("{:<28} {:>5}  outcomes", "method", "calls");
     for (name, tally) in &tallies {
         let outcomes: Vec<String> = tally
             .labels
@@ -1093,13 +1093,13 @@ async fn every_method_answers_hostile_bytes_with_a_clean_status() {
         } else {
             String::new()
         };
-        eprintln!(
+        wasmdock_e2e::figure!(
             "{name:<28} {:>5}  {}{withheld}",
             tally.calls,
             outcomes.join(" ")
         );
         for (label, message) in &tally.examples {
-            eprintln!("{:<36}{label}: {message}", "");
+            wasmdock_e2e::figure!("{:<36}{label}: {message}", "");
         }
     }
     assert!(
@@ -1570,7 +1570,7 @@ async fn unknown_task_ids_and_garbage_handles_get_clear_errors() {
         );
         calls += 1;
     }
-    eprintln!("unknown ids and garbage handles: {calls} calls, all refused cleanly");
+    wasmdock_e2e::figure!("unknown ids and garbage handles: {calls} calls, all refused cleanly");
     bystander.check(&plugin, began).await;
 }
 
@@ -1628,7 +1628,7 @@ async fn concurrent_duplicate_starts_start_the_task_once() {
             }
         }
     }
-    eprintln!(
+    wasmdock_e2e::figure!(
         "{STARTS} concurrent StartTask: {} started (in {:?}), refused (slowest after {slowest_refusal:?}): {refused:?}",
         started.len(),
         started
@@ -1745,7 +1745,9 @@ async fn concurrent_stops_and_destroys_of_one_task_end_cleanly() {
         };
         *outcomes.entry(label).or_default() += 1;
     }
-    eprintln!("{EACH} StopTask + {EACH} DestroyTask at once: {outcomes:?}, slowest {slowest:?}");
+    wasmdock_e2e::figure!(
+        "{EACH} StopTask + {EACH} DestroyTask at once: {outcomes:?}, slowest {slowest:?}"
+    );
     assert!(
         outcomes.keys().any(|k| k == "DestroyTask OK"),
         "one DestroyTask removes the task: {outcomes:?}"

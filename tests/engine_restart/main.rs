@@ -131,17 +131,17 @@ async fn live_restore_off_tasks_end_as_docker_says_and_the_driver_comes_back() {
         stats.push(watch);
         let id = state_id(&engine, &task.container_name());
         containers.push(id);
-        eprintln!("task {tag}: container {}", containers.last().unwrap());
+        wasmdock_e2e::figure!("task {tag}: container {}", containers.last().unwrap());
     }
     for (stdout, _) in &readers {
         assert!(lines_at_least(stdout, 5, Duration::from_secs(20)).await);
     }
-    eprintln!("set up in {:.1}s", secs(t0));
+    wasmdock_e2e::figure!("set up in {:.1}s", secs(t0));
 
     // Stop the engine: it stops the containers (SIGTERM, SIGKILL after 10 s).
     let stopped_at = Instant::now();
     let took = engine.stop().await.expect("dockerd stops");
-    eprintln!(
+    wasmdock_e2e::figure!(
         "dockerd (live-restore off) stopped in {:.1}s",
         took.as_secs_f64()
     );
@@ -149,7 +149,7 @@ async fn live_restore_off_tasks_end_as_docker_says_and_the_driver_comes_back() {
         .until(HealthState::Unhealthy, stream_bound())
         .await;
     assert_eq!(unhealthy.health_description, NO_ENGINE);
-    eprintln!(
+    wasmdock_e2e::figure!(
         "the open Fingerprint stream reported Unhealthy {:.1}s after the stop began",
         secs(stopped_at)
     );
@@ -169,7 +169,7 @@ async fn live_restore_off_tasks_end_as_docker_says_and_the_driver_comes_back() {
     .await
     .expect("StartTask with the engine down answers")
     .expect_err("StartTask with the engine down fails");
-    eprintln!(
+    wasmdock_e2e::figure!(
         "StartTask with the engine down failed in {:.2}s: {status:?}",
         secs(began)
     );
@@ -183,11 +183,11 @@ async fn live_restore_off_tasks_end_as_docker_says_and_the_driver_comes_back() {
     // Start it again.
     let restarted_at = Instant::now();
     let took = engine.start_again().await.expect("dockerd starts again");
-    eprintln!("dockerd started again in {:.1}s", took.as_secs_f64());
+    wasmdock_e2e::figure!("dockerd started again in {:.1}s", took.as_secs_f64());
     fingerprints
         .until(HealthState::Healthy, stream_bound())
         .await;
-    eprintln!(
+    wasmdock_e2e::figure!(
         "the open Fingerprint stream reported Healthy {:.1}s after the restart began",
         secs(restarted_at)
     );
@@ -195,7 +195,7 @@ async fn live_restore_off_tasks_end_as_docker_says_and_the_driver_comes_back() {
     // Every WaitTask resolves with what Docker recorded.
     for (((task, tag), waiter), id) in tasks.iter().zip(&mut waiters).zip(&containers) {
         let (result, at) = waited(waiter, task.name(), Duration::from_secs(60)).await;
-        eprintln!(
+        wasmdock_e2e::figure!(
             "WaitTask of {tag} resolved {:.1}s after the stop began: {result:?}",
             at.duration_since(stopped_at).as_secs_f64()
         );
@@ -235,7 +235,7 @@ async fn live_restore_off_tasks_end_as_docker_says_and_the_driver_comes_back() {
     }
     for (((task, tag), (stdout, stderr)), id) in tasks.iter().zip(&readers).zip(&containers) {
         let last = logs_are_what_docker_logged(&engine, id, tag, (stdout, stderr)).await;
-        eprintln!("{} forwarded {last} numbered lines per stream", task.name());
+        wasmdock_e2e::figure!("{} forwarded {last} numbered lines per stream", task.name());
     }
 
     // The driver works again: a new task starts and ends; the old ones go.
@@ -279,7 +279,7 @@ async fn live_restore_off_tasks_end_as_docker_says_and_the_driver_comes_back() {
     );
     assert_eq!(removed_by_reconciler(&plugin), vec![stray_id]);
     events.still_open().await;
-    eprintln!("live-restore off: {:.1}s in all", secs(t0));
+    wasmdock_e2e::figure!("live-restore off: {:.1}s in all", secs(t0));
 }
 
 #[tokio::test]
@@ -331,11 +331,11 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
     for (stdout, _) in readers.iter().chain(std::iter::once(&prompt_readers)) {
         assert!(lines_at_least(stdout, 5, Duration::from_secs(20)).await);
     }
-    eprintln!("set up in {:.1}s", secs(t0));
+    wasmdock_e2e::figure!("set up in {:.1}s", secs(t0));
 
     let stopped_at = Instant::now();
     let took = engine.stop().await.expect("dockerd stops");
-    eprintln!(
+    wasmdock_e2e::figure!(
         "dockerd (live-restore on) stopped in {:.1}s",
         took.as_secs_f64()
     );
@@ -356,7 +356,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
     )
     .await
     .expect("InspectTask with the engine down answers");
-    eprintln!(
+    wasmdock_e2e::figure!(
         "InspectTask with the engine down answered in {:.2}s: {:?}",
         secs(began),
         inspect
@@ -367,7 +367,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
         .until(HealthState::Unhealthy, stream_bound())
         .await;
     assert_eq!(unhealthy.health_description, NO_ENGINE);
-    eprintln!(
+    wasmdock_e2e::figure!(
         "the open Fingerprint stream reported Unhealthy {:.1}s after the stop began",
         secs(stopped_at)
     );
@@ -381,7 +381,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
 
     let restarted_at = Instant::now();
     let took = engine.start_again().await.expect("dockerd starts again");
-    eprintln!("dockerd started again in {:.1}s", took.as_secs_f64());
+    wasmdock_e2e::figure!("dockerd started again in {:.1}s", took.as_secs_f64());
     // Stopped as soon as the engine answers: the exit reaches WaitTask
     // although the task's watcher lost the engine a while ago.
     let stop_at = Instant::now();
@@ -391,7 +391,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
         .await
         .expect("StopTask right after the restart");
     let (result, at) = waited(&mut prompt_waiter, prompt.name(), Duration::from_secs(60)).await;
-    eprintln!(
+    wasmdock_e2e::figure!(
         "WaitTask of the task stopped right after the restart resolved {:.2}s after StopTask",
         at.duration_since(stop_at).as_secs_f64()
     );
@@ -409,7 +409,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
     fingerprints
         .until(HealthState::Healthy, stream_bound())
         .await;
-    eprintln!(
+    wasmdock_e2e::figure!(
         "the open Fingerprint stream reported Healthy {:.1}s after the restart began",
         secs(restarted_at)
     );
@@ -453,7 +453,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
         gone_within(&engine, &stray_id, Duration::from_secs(30)).await,
         "the reconciler removes a stray after the restart"
     );
-    eprintln!("the stray went after {:.1}s", secs(began));
+    wasmdock_e2e::figure!("the stray went after {:.1}s", secs(began));
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (id, (_, tag, _)) in containers.iter().zip(tasks) {
         assert_eq!(state(&engine, id)["Running"], true, "{tag} is kept");
@@ -477,7 +477,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
             .await
             .expect("StopTask");
         let (result, at) = waited(waiter, task.name(), Duration::from_secs(60)).await;
-        eprintln!(
+        wasmdock_e2e::figure!(
             "WaitTask of {tag} resolved {:.2}s after StopTask: {result:?}",
             at.duration_since(stop_at).as_secs_f64()
         );
@@ -501,7 +501,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
     // what Docker logged.
     for (((task, tag, _), (stdout, stderr)), id) in tasks.iter().zip(&readers).zip(&containers) {
         let last = logs_are_what_docker_logged(&engine, id, tag, (stdout, stderr)).await;
-        eprintln!("{} forwarded {last} numbered lines per stream", task.name());
+        wasmdock_e2e::figure!("{} forwarded {last} numbered lines per stream", task.name());
         destroy(&plugin, task, false).await;
         assert!(
             engine.inspect(id).unwrap().is_none(),
@@ -530,7 +530,7 @@ async fn live_restore_on_tasks_stay_tracked_and_nothing_tracked_is_removed() {
     );
     destroy(&plugin, &prompt, false).await;
     events.still_open().await;
-    eprintln!("live-restore on: {:.1}s in all", secs(t0));
+    wasmdock_e2e::figure!("live-restore on: {:.1}s in all", secs(t0));
 }
 
 #[tokio::test]
@@ -563,7 +563,7 @@ async fn a_plugin_relaunched_while_the_engine_is_down_recovers_once_it_is_back()
     .await
     .expect("RecoverTask with the engine down answers")
     .expect_err("RecoverTask cannot inspect the container with the engine down");
-    eprintln!(
+    wasmdock_e2e::figure!(
         "RecoverTask with the engine down failed in {:.2}s: {status:?}",
         secs(began)
     );
@@ -620,7 +620,7 @@ async fn a_plugin_relaunched_while_the_engine_is_down_recovers_once_it_is_back()
     assert_eq!(stdout.text(), docker_out, "stdout is what Docker logged");
     assert_eq!(stderr.text(), docker_err, "stderr is what Docker logged");
     destroy(&plugin, &task, false).await;
-    eprintln!(
+    wasmdock_e2e::figure!(
         "relaunch while the engine was down: {last} lines forwarded, {:.1}s in all",
         secs(t0)
     );

@@ -86,7 +86,7 @@ async fn three_hundred_tasks_with_stats_and_logs() {
 
     let began = Instant::now();
     let (mut readers, latencies) = start_at_once(&plugin, &tasks[..FIRST]).await;
-    eprintln!(
+    wasmdock_e2e::figure!(
         "{FIRST} StartTask calls at once: {} wall, {}",
         humanize(began.elapsed()),
         percentiles(latencies)
@@ -94,7 +94,7 @@ async fn three_hundred_tasks_with_stats_and_logs() {
     let began = Instant::now();
     let (more, latencies) = start_at_once(&plugin, &tasks[FIRST..]).await;
     readers.extend(more);
-    eprintln!(
+    wasmdock_e2e::figure!(
         "{} more with {FIRST} running: {} wall, {}",
         TOTAL - FIRST,
         humanize(began.elapsed()),
@@ -129,7 +129,7 @@ async fn three_hundred_tasks_with_stats_and_logs() {
         }
     });
     let (streams, first_samples): (Vec<_>, Vec<_>) = join_all(streams).await.into_iter().unzip();
-    eprintln!(
+    wasmdock_e2e::figure!(
         "{TOTAL} TaskStats streams at 1 s: first sample after {}",
         percentiles(first_samples)
     );
@@ -144,7 +144,7 @@ async fn three_hundred_tasks_with_stats_and_logs() {
     let loaded = mib(pid);
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    eprintln!(
+    wasmdock_e2e::figure!(
         "plugin with {TOTAL} tasks, streams and forwarders: RSS {loaded:.1} MiB (idle {idle:.1} MiB, {:.0} KiB per task), {threads} threads, {fds} fds",
         (loaded - idle) * 1024.0 / TOTAL as f64
     );
@@ -167,7 +167,7 @@ async fn three_hundred_tasks_with_stats_and_logs() {
         }
     });
     join_all(destroys).await;
-    eprintln!(
+    wasmdock_e2e::figure!(
         "{TOTAL} DestroyTask(force) at once: {} wall",
         humanize(began.elapsed())
     );
@@ -183,7 +183,7 @@ async fn three_hundred_tasks_with_stats_and_logs() {
     // For the record: what is left once the tasks are gone (the allocator
     // keeps some of it; the ceiling above is the bound).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    eprintln!("plugin after the tasks are gone: RSS {:.1} MiB", mib(pid));
+    wasmdock_e2e::figure!("plugin after the tasks are gone: RSS {:.1} MiB", mib(pid));
 }
 
 fn humanize(d: Duration) -> String {

@@ -14,6 +14,8 @@
 //! * [`calls`] — the driver calls tests make most (start, wait, destroy);
 //! * [`raw_grpc`] — raw bytes to any gRPC method, and the protobuf wire
 //!   format for building hostile requests;
+//! * [`figures`] — figures a test measured, kept where a passing run
+//!   shows them ([`figure!`]);
 //! * [`bench`] — what the benches share: /proc accounting, Markdown cells
 //!   and the per-bench sections of `BENCHMARKS.md`.
 //!
@@ -23,6 +25,7 @@ pub mod bench;
 pub mod calls;
 pub mod cleanup;
 pub mod docker;
+pub mod figures;
 pub mod guests;
 pub mod ids;
 pub mod images;
