@@ -258,10 +258,6 @@ async fn set_config_accepts_valid_config_twice_and_refuses_bad_config_naming_the
             serde_json::json!({"allowed_modes": {"ipc": ["bogus"]}}),
             "allowed_modes.ipc",
         ),
-        (
-            serde_json::json!({"policy": {"module": [{"name": "a", "path": "a.wasm"}]}}),
-            "policy.module[0].path",
-        ),
     ] {
         let status = client
             .set_config(set_config(json.clone()))
@@ -273,6 +269,61 @@ async fn set_config_accepts_valid_config_twice_and_refuses_bad_config_naming_the
             "{json}: message {:?} names {key}",
             status.message()
         );
+    }
+
+    // A bad policy module: the message names the module (by name, or by
+    // index where decoding stopped before the name was known) and the key.
+    let valid_module = serde_json::json!({"name": "first", "path": "/opt/first.wasm"});
+    for (module, key, names_module) in [
+        (
+            serde_json::json!({"name": "a", "path": "a.wasm"}),
+            "policy.module[1].path",
+            "policy module \"a\"",
+        ),
+        (
+            serde_json::json!({"name": "first", "path": "/opt/again.wasm"}),
+            "policy.module[1].name",
+            "policy module \"first\"",
+        ),
+        (
+            serde_json::json!({"name": "instant", "path": "/opt/i.wasm", "deadline": "0s"}),
+            "policy.module[1].deadline",
+            "policy module \"instant\"",
+        ),
+        (
+            serde_json::json!({"name": "big", "path": "/opt/b.wasm", "memory_limit_mb": 4097}),
+            "policy.module[1].memory_limit_mb",
+            "policy module \"big\"",
+        ),
+        (
+            serde_json::json!({"name": "pinned", "path": "/opt/p.wasm", "sha256": "abc"}),
+            "policy.module[1].sha256",
+            "policy module \"pinned\"",
+        ),
+        (
+            serde_json::json!({"name": "hooked", "path": "/opt/h.wasm", "hooks": ["pre-start"]}),
+            "policy.module[1].hooks[0]",
+            "unknown variant `pre-start`",
+        ),
+        (
+            serde_json::json!({"name": "f", "path": "/opt/f.wasm", "failure_policy": "retry"}),
+            "policy.module[1].failure_policy",
+            "unknown variant `retry`",
+        ),
+    ] {
+        let json = serde_json::json!({"policy": {"module": [valid_module.clone(), module]}});
+        let status = client
+            .set_config(set_config(json.clone()))
+            .await
+            .expect_err("a bad policy module is refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{json}");
+        for needle in [key, names_module] {
+            assert!(
+                status.message().contains(needle),
+                "{json}: message {:?} names {needle}",
+                status.message()
+            );
+        }
     }
 
     let garbage = base::SetConfigRequest {

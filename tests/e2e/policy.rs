@@ -4,7 +4,7 @@
 //! off at their deadline on every hook, and the counters in InspectTask.
 //! (The reconciler-match hook is in the reconciler test binary.)
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
@@ -12,18 +12,21 @@ use tonic::Streaming;
 use wasmdock_e2e::calls::{destroy, first_fingerprint, plugin, start, start_err, task};
 use wasmdock_e2e::docker::{self, docker};
 use wasmdock_e2e::guests::{copy_guest, guest};
-use wasmdock_e2e::images::BUSYBOX_1;
+use wasmdock_e2e::images::{self, BUSYBOX_1};
 use wasmdock_e2e::task::{NAMESPACE, duration};
 use wasmdock_e2e::{Alloc, PluginUnderTest, Task, TaskBuilder, run_id};
 use wasmdock_host::rpc::proto::drivers::{
     self as pb, TaskEventsRequest, TaskStatsRequest, TaskStatsResponse,
 };
 use wasmdock_host::rpc::status::recoverable_flag;
+use wasmdock_host::telemetry::LOG_LEVEL_ENV;
 
 /// The GPU device variable Nomad's NVIDIA device plugin sets.
 const GPU_ENV: &str = "NVIDIA_VISIBLE_DEVICES";
 /// Deadline of the looping guests.
 const LOOP_DEADLINE_MS: u64 = 50;
+/// The interval the tests' TaskStats streams ask for.
+const STATS_INTERVAL: Duration = Duration::from_millis(500);
 
 fn module(name: &str, guest_name: &str, hook: &str, extra: Value) -> Value {
     let mut module = json!({
@@ -46,6 +49,61 @@ async fn policy_plugin(modules: Vec<Value>, extra: Value) -> PluginUnderTest {
     let plugin = plugin(config).await;
     first_fingerprint(&plugin).await;
     plugin
+}
+
+/// [`policy_plugin`] logging at `trace`, where stats-transform decisions
+/// are logged (one line per sample per task).
+async fn tracing_policy_plugin(modules: Vec<Value>) -> PluginUnderTest {
+    images::busybox();
+    let config = json!({ "policy": { "module": modules } });
+    // The harness sets `debug` first; extra environment comes after it.
+    let plugin = PluginUnderTest::start_with_env(config, "wasmdock", &[(LOG_LEVEL_ENV, "trace")])
+        .await
+        .expect("plugin starts");
+    first_fingerprint(&plugin).await;
+    plugin
+}
+
+/// The plugin's first `policy decision` log line (hclog JSON) for `hook`
+/// by `module` whose fields include every `(key, value)` of `about`; its
+/// hook, module, latency and outcome checked. Waits up to 20 s.
+async fn decision_line(
+    plugin: &PluginUnderTest,
+    hook: &str,
+    module: &str,
+    about: &[(&str, &str)],
+) -> Value {
+    let matches = |line: &Value| {
+        line["@message"] == "policy decision"
+            && line["hook"] == hook
+            && line["module"] == module
+            && about.iter().all(|(key, value)| line[*key] == *value)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let found = plugin
+            .stderr_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| matches(l));
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no policy decision line for {hook} by {module} about {about:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        line["latency_us"].is_u64(),
+        "latency_us is a number of microseconds: {line}"
+    );
+    assert!(
+        line["outcome"].as_str().is_some_and(|o| !o.is_empty()),
+        "the outcome is logged: {line}"
+    );
+    line
 }
 
 async fn events(plugin: &PluginUnderTest) -> Streaming<pb::DriverTaskEvent> {
@@ -248,6 +306,18 @@ async fn an_image_outside_the_allow_list_is_denied_with_the_guests_reason() {
     assert_eq!(event.annotations["policy"], "allowlist");
     assert_eq!(event.annotations["hook"], "task-admission");
     assert!(event.annotations["outcome"].starts_with("deny: "));
+    let logged = decision_line(
+        &plugin,
+        "task-admission",
+        "allowlist",
+        &[("task_id", denied.id())],
+    )
+    .await;
+    assert_eq!(logged["@level"], "info", "{logged}");
+    assert_eq!(
+        logged["outcome"], event.annotations["outcome"],
+        "the log line and the task event carry the same outcome"
+    );
     assert!(
         docker::container_inspect(&denied.container_name())
             .unwrap()
@@ -326,6 +396,9 @@ async fn a_gpu_task_gets_the_runtime_the_guest_chooses_and_others_do_not() {
         event.message, "Policy gpu (gpu-runtime): runtime nvidia, 0 device request(s)",
         "the decision and the module are in a task event"
     );
+    let logged = decision_line(&plugin, "gpu-runtime", "gpu", &[("task_id", gpu_task.id())]).await;
+    assert_eq!(logged["@level"], "info", "{logged}");
+    assert_eq!(logged["outcome"], "runtime nvidia, 0 device request(s)");
 
     let plain = task("no-gpu", sleeper);
     start(&plugin, &plain).await;
@@ -428,7 +501,7 @@ async fn stats_stream(plugin: &PluginUnderTest, task: &Task) -> Streaming<TaskSt
         .driver()
         .task_stats(TaskStatsRequest {
             task_id: task.id().to_owned(),
-            collection_interval: Some(duration(Duration::from_millis(500))),
+            collection_interval: Some(duration(STATS_INTERVAL)),
         })
         .await
         .expect("TaskStats")
@@ -472,19 +545,16 @@ async fn the_stats_taggers_fields_reach_the_task_stats_stream() {
     let tagged_job = format!("tagged-{}", run_id());
     let plain_job = format!("plain-{}", run_id());
     let quiet_job = format!("quiet-{}", run_id());
-    let plugin = policy_plugin(
-        vec![module(
-            "tagger",
-            "stats-tagger",
-            "stats-transform",
-            json!({ "config": {
-                "cpu_scale": "0",
-                "jobs": "tagged-*",
-                "drop_jobs": "quiet-*",
-            }}),
-        )],
-        json!({}),
-    )
+    let plugin = tracing_policy_plugin(vec![module(
+        "tagger",
+        "stats-tagger",
+        "stats-transform",
+        json!({ "config": {
+            "cpu_scale": "0",
+            "jobs": "tagged-*",
+            "drop_jobs": "quiet-*",
+        }}),
+    )])
     .await;
     let tagged = ticker("tagged", &Alloc::for_job(&tagged_job, "web").unwrap());
     let plain = ticker("plain", &Alloc::for_job(&plain_job, "web").unwrap());
@@ -526,6 +596,18 @@ async fn the_stats_taggers_fields_reach_the_task_stats_stream() {
         "every sample of a dropped job is dropped: {got:?}"
     );
     next_sample(&mut stream).await;
+    // Every sample's decision is logged (at trace) with what it was about.
+    for (task, outcome) in [(&tagged, "keep"), (&quiet, "drop")] {
+        let logged = decision_line(
+            &plugin,
+            "stats-transform",
+            "tagger",
+            &[("alloc_id", task.alloc_id()), ("task", task.name())],
+        )
+        .await;
+        assert_eq!(logged["@level"], "trace", "{logged}");
+        assert_eq!(logged["outcome"], outcome, "{logged}");
+    }
     for task in [&tagged, &plain, &quiet] {
         destroy(&plugin, task, true).await;
     }
@@ -597,6 +679,27 @@ async fn looping_guests_are_cut_off_and_tasks_proceed_per_failure_policy() {
     assert!(
         measured.iter().any(|p| *p > 0.0),
         "the unchanged samples keep coming: {measured:?}"
+    );
+    // And they keep their pace: each sample costs the guest its deadline,
+    // not the stream its interval.
+    let window = Duration::from_secs(6);
+    let began = Instant::now();
+    let mut count = 0_u32;
+    while let Some(left) = window.checked_sub(began.elapsed()) {
+        match tokio::time::timeout(left, samples.message()).await {
+            Ok(Ok(Some(_))) => count += 1,
+            Ok(other) => panic!("the stats stream ended: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    wasmdock_e2e::figure!(
+        "stats stream through a looping guest ({LOOP_DEADLINE_MS} ms deadline, failure_policy native): \
+         {count} samples in {window:?} at a {STATS_INTERVAL:?} interval"
+    );
+    let ideal = (window.as_millis() / STATS_INTERVAL.as_millis()) as u32;
+    assert!(
+        count >= ideal / 2,
+        "the stream stalls: {count} samples in {window:?}, {ideal} expected at a {STATS_INTERVAL:?} interval"
     );
     assert!(
         plugin

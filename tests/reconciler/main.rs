@@ -22,6 +22,8 @@ use wasmdock_host::rpc::proto::drivers::CreateNetworkRequest;
 const ALLOC_LABEL: &str = "com.hashicorp.nomad.alloc_id";
 /// Passes every second, containers older than two seconds are fair game.
 const TIMING: &str = "period=1s,creation_grace=2s";
+/// Deadline of the looping matcher.
+const LOOP_DEADLINE_MS: u64 = 50;
 
 /// One reconciler at a time: each would remove the other test's strays.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -283,6 +285,25 @@ fn decisions_about(plugin: &PluginUnderTest, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The log line of the removal of `id` (logged once the engine has
+/// removed it: waits a little for it).
+async fn removal_of(plugin: &PluginUnderTest, id: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = plugin
+            .stderr_lines()
+            .into_iter()
+            .find(|l| l.contains("removed dangling container") && l.contains(id));
+        match found {
+            Some(line) => return line,
+            None if std::time::Instant::now() > deadline => {
+                panic!("the removal of {id} is not logged")
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_env_mount_matcher_removes_what_the_native_rule_misses_and_spares_the_rest() {
     let _serial = SERIAL.lock().await;
@@ -308,6 +329,12 @@ async fn the_env_mount_matcher_removes_what_the_native_rule_misses_and_spares_th
             "NOMAD_GROUP_NAME=web".to_owned(),
         ],
     );
+    // Nomad's label: the guest abstains and the native rule removes it.
+    let labelled = run_container(
+        &cleanup,
+        "labelled-past-policy",
+        &["--label", &format!("{ALLOC_LABEL}={}", uuid_v4())],
+    );
     // The mounts without the environment, and an unrelated container.
     let mounts_only = run_with_nomad_mounts(&cleanup, "mounts-only", &[]);
     let unrelated = run_container(&cleanup, "unrelated-to-policy", &[]);
@@ -316,6 +343,10 @@ async fn the_env_mount_matcher_removes_what_the_native_rule_misses_and_spares_th
     assert!(
         gone_within(&renamed, Duration::from_secs(20)).await,
         "the renamed Nomad container is removed by the guest's decision"
+    );
+    assert!(
+        gone_within(&labelled, Duration::from_secs(20)).await,
+        "the labelled stray the guest abstains on is removed by the native rule"
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(exists(&mounts_only), "the mounts-only container was kept");
@@ -326,14 +357,22 @@ async fn the_env_mount_matcher_removes_what_the_native_rule_misses_and_spares_th
         .expect("the tracked task's container was kept");
     let tracked_id = tracked["Id"].as_str().unwrap().to_owned();
 
-    let removal = plugin
-        .stderr_lines()
-        .into_iter()
-        .find(|l| l.contains("removed dangling container") && l.contains(&renamed))
-        .expect("the removal is logged");
+    let removal = removal_of(&plugin, &renamed).await;
     assert!(
         removal.contains("NOMAD_ALLOC_ID"),
         "the guest's reason is the rule: {removal}"
+    );
+    let fallback = removal_of(&plugin, &labelled).await;
+    assert!(
+        fallback.contains("\"rule\":\"label com.hashicorp.nomad.alloc_id\""),
+        "the native rule decided: {fallback}"
+    );
+    let abstained = decisions_about(&plugin, &labelled);
+    assert!(
+        abstained
+            .iter()
+            .any(|l| l.contains("\"module\":\"matcher\"") && l.contains("\"outcome\":\"abstain\"")),
+        "the guest was asked and abstained: {abstained:?}"
     );
     let decided = decisions_about(&plugin, &renamed);
     assert!(
@@ -367,7 +406,7 @@ async fn a_looping_matcher_is_cut_off_and_the_native_rule_decides() {
             "path": hostile.to_string_lossy(),
             "hooks": ["reconciler-match"],
             "failure_policy": "native",
-            "deadline": "50ms",
+            "deadline": format!("{LOOP_DEADLINE_MS}ms"),
             "config": { "behaviour": "loop" },
         }]}}),
     )
@@ -395,4 +434,21 @@ async fn a_looping_matcher_is_cut_off_and_the_native_rule_decides() {
     ] {
         assert!(failure.contains(field), "{field} in {failure}");
     }
+    // Cut off at its deadline: not before, and not long after.
+    let line: serde_json::Value = serde_json::from_str(&failure).expect("a JSON log line");
+    let latency_us = line["latency_us"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("latency_us in {failure}"));
+    wasmdock_e2e::figure!(
+        "looping reconciler-match guest cut off after {latency_us} µs (deadline {LOOP_DEADLINE_MS} ms)"
+    );
+    assert!(
+        (LOOP_DEADLINE_MS * 1000..=LOOP_DEADLINE_MS * 1000 * 3).contains(&latency_us),
+        "stopped at its deadline of {LOOP_DEADLINE_MS} ms: {latency_us} µs"
+    );
+    let fallback = removal_of(&plugin, &labelled).await;
+    assert!(
+        fallback.contains("\"rule\":\"label com.hashicorp.nomad.alloc_id\""),
+        "the native rule decided: {fallback}"
+    );
 }

@@ -1,6 +1,8 @@
 //! The plugin is SIGKILLed under 50 running tasks, some of which exit while
-//! it is down; it is relaunched and every task recovered with RecoverTask
-//! from its StartTask handle, as a Nomad client does after a plugin crash.
+//! it is down (they wait for a marker file the test writes into their task
+//! dir after the kill, so they certainly run at the kill and exit after
+//! it); it is relaunched and every task recovered with RecoverTask from its
+//! StartTask handle, as a Nomad client does after a plugin crash.
 //! Proves: every task is tracked again; the ones that exited report their
 //! own exit codes and WaitTask resolves for all; logs carry on with no gap
 //! and no repeat (`assert_no_gap`); nothing is orphaned
@@ -24,16 +26,28 @@ const LONG: usize = 35;
 const SHORT: usize = 15;
 /// Lines the short tasks print before exiting, 100 ms apart.
 const SHORT_LINES: usize = 20;
+/// Of those, the lines they print before waiting for [`MARKER`]; the rest
+/// come while the plugin is down.
+const SHORT_LINES_BEFORE_MARKER: usize = 10;
+/// The file, in a short task's `local` dir, that lets it go on to its
+/// exit. The test writes it after the SIGKILL.
+const MARKER: &str = "plugin-killed";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A task printing `out-<i>` and `err-<i>` every 100 ms, forever or for
-/// `lines` lines and then exiting with `code`.
+/// `lines` lines and then exiting with `code`; one that exits waits for
+/// [`MARKER`] after [`SHORT_LINES_BEFORE_MARKER`] lines.
 fn counting(name: &str, lines: Option<(usize, i32)>) -> Task {
     let script = match lines {
         None => "i=0; while true; do echo out-$i; echo err-$i >&2; i=$((i+1)); usleep 100000; done"
             .to_owned(),
         Some((n, code)) => format!(
-            "i=0; while [ $i -lt {n} ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); usleep 100000; done; exit {code}"
+            "i=0; while [ $i -lt {n} ]; do \
+               if [ $i -eq {SHORT_LINES_BEFORE_MARKER} ]; then \
+                 while [ ! -e /local/{MARKER} ]; do usleep 50000; done; \
+               fi; \
+               echo out-$i; echo err-$i >&2; i=$((i+1)); usleep 100000; \
+             done; exit {code}"
         ),
     };
     TaskBuilder::new(
@@ -77,7 +91,7 @@ async fn start_all(plugin: &PluginUnderTest, tasks: Vec<(Task, Option<i32>)>) ->
         }
     });
     let (running, latencies): (Vec<_>, Vec<_>) = join_all(started).await.into_iter().unzip();
-    eprintln!(
+    wasmdock_e2e::figure!(
         "StartTask of {} tasks at once: {}",
         running.len(),
         percentiles(latencies)
@@ -102,8 +116,9 @@ async fn fifty_tasks_survive_a_plugin_sigkill() {
             running.task.name()
         );
     }
-    // The short ones print for 2 s and exit with their own code: most of
-    // that, and the exit, happen while no plugin runs.
+    // The short ones print half their lines, wait for the marker the test
+    // writes once the plugin is dead, then print the rest and exit with
+    // their own code: that half, and the exit, happen while no plugin runs.
     let short: Vec<_> = (0..SHORT)
         .map(|i| {
             let code = 10 + i as i32;
@@ -129,6 +144,23 @@ async fn fifty_tasks_survive_a_plugin_sigkill() {
         LONG + SHORT,
         "the log holder holds every task's FIFOs"
     );
+    // The short ones are waiting for the marker: running, their first
+    // half printed.
+    let waiting = format!("out-{}\n", SHORT_LINES_BEFORE_MARKER - 1);
+    for running in &short {
+        assert!(
+            running.readers.0.wait_for(&waiting, WAIT).await,
+            "{} prints",
+            running.task.name()
+        );
+    }
+    for (running, state) in short.iter().zip(states(&short)) {
+        assert!(
+            state.starts_with("running "),
+            "{} runs at the kill: {state}",
+            running.task.name()
+        );
+    }
 
     plugin.kill().await.unwrap();
     let killed = Instant::now();
@@ -136,19 +168,25 @@ async fn fifty_tasks_survive_a_plugin_sigkill() {
         .iter()
         .map(|r| super::numbers(&r.readers.0.text(), "out").len())
         .collect();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    for running in short.iter() {
-        let inspect = docker(&[
-            "inspect",
-            "--format",
-            "{{.State.Status}} {{.State.ExitCode}}",
-            &running.task.container_name(),
-        ])
-        .unwrap();
+    for running in &short {
+        std::fs::write(running.task.local_dir().join(MARKER), "").unwrap();
+    }
+    // They finish and exit while no plugin runs.
+    let expected: Vec<String> = short
+        .iter()
+        .map(|r| format!("exited {}", r.exits_with.unwrap()))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    let mut now = states(&short);
+    while now != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = states(&short);
+    }
+    for ((running, state), expected) in short.iter().zip(&now).zip(&expected) {
         assert_eq!(
-            inspect.trim(),
-            format!("exited {}", running.exits_with.unwrap()),
-            "{} exited while the plugin was down",
+            state,
+            expected,
+            "{} exited with its own code while the plugin was down",
             running.task.name()
         );
     }
@@ -177,7 +215,7 @@ async fn fifty_tasks_survive_a_plugin_sigkill() {
         }
     });
     let latencies = join_all(recoveries).await;
-    eprintln!(
+    wasmdock_e2e::figure!(
         "RecoverTask of {} tasks at once after a SIGKILL: {}; all recovered {:.1} s after the relaunch, {:.1} s after the kill",
         all.len(),
         percentiles(latencies),
@@ -268,7 +306,9 @@ async fn fifty_tasks_survive_a_plugin_sigkill() {
         }
     });
     join_all(destroys).await;
-    eprintln!("logs across the SIGKILL: {streams} streams, none with a gap or a repeat");
+    wasmdock_e2e::figure!(
+        "logs across the SIGKILL: {streams} streams, none with a gap or a repeat"
+    );
 
     // Nothing orphaned: no container of this run, no holder once idle.
     let left = docker(&[
@@ -302,6 +342,20 @@ async fn fifty_tasks_survive_a_plugin_sigkill() {
         "the holder process has exited (state {state:?})"
     );
     plugin.shutdown().await.unwrap();
+}
+
+/// `<status> <exit code>` of each task's container, as Docker has it.
+fn states(tasks: &[Running]) -> Vec<String> {
+    let mut args = vec![
+        "inspect".to_owned(),
+        "--format".to_owned(),
+        "{{.State.Status}} {{.State.ExitCode}}".to_owned(),
+    ];
+    args.extend(tasks.iter().map(|r| r.task.container_name()));
+    let out = docker(&args).unwrap();
+    let states: Vec<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(states.len(), tasks.len(), "{out}");
+    states
 }
 
 async fn wait_result(

@@ -235,3 +235,182 @@ pub(super) fn validate(policy: &PolicyConfig) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::super::PluginConfig;
+    use super::super::cty::encode_json;
+
+    /// A module that passes validation, named `name`, with `changes` on top.
+    fn module(name: &str, changes: &Value) -> Value {
+        let mut module = json!({
+            "name": name,
+            "path": format!("/opt/policies/{name}.wasm"),
+            "hooks": ["task-admission"],
+        });
+        if let (Some(module), Some(changes)) = (module.as_object_mut(), changes.as_object()) {
+            module.extend(changes.clone());
+        }
+        module
+    }
+
+    /// SetConfig's decoding of a `policy` block with a valid first module
+    /// and `second` after it.
+    fn decode(second: &Value) -> Result<PluginConfig, super::ConfigError> {
+        let config = json!({ "policy": { "module": [module("first", &json!({})), second] } });
+        PluginConfig::from_msgpack(&encode_json(&config))
+    }
+
+    #[test]
+    fn a_valid_policy_block_decodes() {
+        let config = decode(&module(
+            "second",
+            &json!({
+                "sha256": "ab".repeat(32),
+                "hooks": ["gpu-runtime", "stats-transform"],
+                "failure_policy": "native",
+                "deadline": "10s",
+                "memory_limit_mb": 4096,
+            }),
+        ))
+        .expect("valid");
+        assert_eq!(config.policy.module.len(), 2);
+        let second = &config.policy.module[1];
+        assert_eq!(second.failure_policy, super::FailurePolicy::Native);
+        assert_eq!(second.deadline.get(), super::MAX_DEADLINE);
+        assert_eq!(second.memory_limit_mb, super::MAX_MEMORY_LIMIT_MB);
+    }
+
+    /// Every mistake in a module is refused with an error whose key is the
+    /// module's (by index) and the offending key, and whose text names the
+    /// module and what is wrong.
+    #[test]
+    fn each_invalid_module_key_is_refused_naming_the_module_and_the_key() {
+        let cases: [(&str, Value, &str, &str, &str); 15] = [
+            (
+                "relative path",
+                module("rel", &json!({ "path": "policies/rel.wasm" })),
+                "policy.module[1].path",
+                "policy module \"rel\"",
+                "path must be absolute, got \"policies/rel.wasm\"",
+            ),
+            (
+                "empty path",
+                module("nopath", &json!({ "path": "" })),
+                "policy.module[1].path",
+                "policy module \"nopath\"",
+                "path is required",
+            ),
+            (
+                "empty name",
+                module("", &json!({})),
+                "policy.module[1].name",
+                "policy module #2",
+                "name is required",
+            ),
+            (
+                "bad character in the name",
+                module("a b", &json!({})),
+                "policy.module[1].name",
+                "policy module \"a b\"",
+                "name may only contain letters, digits, '-' and '_'",
+            ),
+            (
+                "duplicate name",
+                module("first", &json!({})),
+                "policy.module[1].name",
+                "policy module \"first\"",
+                "another module already has this name",
+            ),
+            (
+                "sha256 too short",
+                module("short-pin", &json!({ "sha256": "abc123" })),
+                "policy.module[1].sha256",
+                "policy module \"short-pin\"",
+                "sha256 must be 64 hexadecimal digits",
+            ),
+            (
+                "sha256 not hex",
+                module("bad-pin", &json!({ "sha256": "g".repeat(64) })),
+                "policy.module[1].sha256",
+                "policy module \"bad-pin\"",
+                "sha256 must be 64 hexadecimal digits",
+            ),
+            (
+                "unknown hook",
+                module(
+                    "hooked",
+                    &json!({ "hooks": ["task-admission", "pre-start"] }),
+                ),
+                "policy.module[1].hooks[1]",
+                "policy.module[1]",
+                "unknown variant `pre-start`",
+            ),
+            (
+                "a hook listed twice",
+                module(
+                    "twice",
+                    &json!({ "hooks": ["gpu-runtime", "task-admission", "gpu-runtime"] }),
+                ),
+                "policy.module[1].hooks",
+                "policy module \"twice\"",
+                "hook \"gpu-runtime\" is listed twice",
+            ),
+            (
+                "deadline 0s",
+                module("instant", &json!({ "deadline": "0s" })),
+                "policy.module[1].deadline",
+                "policy module \"instant\"",
+                "deadline must be greater than 0s and at most 10s",
+            ),
+            (
+                "deadline over 10s",
+                module("slow", &json!({ "deadline": "10.001s" })),
+                "policy.module[1].deadline",
+                "policy module \"slow\"",
+                "deadline must be greater than 0s and at most 10s",
+            ),
+            (
+                "memory_limit_mb 0",
+                module("no-memory", &json!({ "memory_limit_mb": 0 })),
+                "policy.module[1].memory_limit_mb",
+                "policy module \"no-memory\"",
+                "memory_limit_mb must be between 1 and 4096",
+            ),
+            (
+                "memory_limit_mb over 4096",
+                module("greedy", &json!({ "memory_limit_mb": 4097 })),
+                "policy.module[1].memory_limit_mb",
+                "policy module \"greedy\"",
+                "memory_limit_mb must be between 1 and 4096",
+            ),
+            (
+                "unknown failure_policy",
+                module("retrying", &json!({ "failure_policy": "retry" })),
+                "policy.module[1].failure_policy",
+                "policy.module[1]",
+                "unknown variant `retry`",
+            ),
+            (
+                "unknown key",
+                module("typo", &json!({ "dealine": "1s" })),
+                "policy.module[1].dealine",
+                "policy.module[1]",
+                "unknown field `dealine`",
+            ),
+        ];
+        for (what, second, key, names_module, says) in cases {
+            let err = decode(&second).expect_err(what);
+            assert_eq!(err.key, key, "{what}: {err}");
+            let message = err.to_string();
+            for needle in [key, names_module, says] {
+                assert!(
+                    message.contains(needle),
+                    "{what}: {message:?} should contain {needle:?}"
+                );
+            }
+        }
+    }
+}

@@ -301,6 +301,75 @@ mod tests {
         assert!(!ids(&removals).contains(&"stopped"), "nor stopped ones");
     }
 
+    /// Claims every container it is asked about, and remembers which.
+    #[derive(Debug, Default)]
+    struct Recording(std::sync::Mutex<Vec<String>>);
+    impl Matcher for Recording {
+        fn decide(&self, candidate: &Candidate) -> Decision {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(candidate.id.clone());
+            Decision::Ours("the policy claims it".to_owned())
+        }
+    }
+
+    #[test]
+    fn tracked_and_pause_containers_never_reach_a_matcher() {
+        let mut listed = fixture("mixed");
+        // Two untracked pause containers: one that lost its label (the
+        // native rule keeps it) and one with it (the native rule removes
+        // it). A matcher that claims everything would remove both.
+        let mut labelled_pause = listed
+            .iter()
+            .find(|c| c.id == "pause")
+            .cloned()
+            .expect("the fixture has a pause container");
+        labelled_pause.id = "labelled-pause".to_owned();
+        labelled_pause.name = format!("{PAUSE_NAME_PREFIX}0a1b2c3d-0000-4000-8000-00000000f00d");
+        for candidate in listed.iter_mut().filter(|c| c.id == "pause") {
+            candidate.labels.remove(ALLOC_ID_LABEL);
+        }
+        listed.push(labelled_pause);
+        assert_eq!(listed.iter().filter(|c| is_pause(c)).count(), 2);
+        let tracked = HashSet::from(["tracked-task".to_owned()]);
+        let recording = Recording::default();
+
+        let removals = plan(&tracked, &listed, NOW, GRACE, &[&recording]);
+
+        let asked = recording.0.into_inner().unwrap();
+        assert_eq!(
+            asked,
+            [
+                "dangling-labelled",
+                "legacy-with-env",
+                "legacy-lookalike",
+                "unrelated",
+                "host-with-alloc-mount",
+            ],
+            "only untracked, old, running, non-pause containers are asked about"
+        );
+        let removed = ids(&removals);
+        assert!(
+            !removed.contains(&"pause"),
+            "the unlabelled pause container is the native rule's to judge, and it keeps it: {removals:?}"
+        );
+        assert!(!removed.contains(&"tracked-task"), "{removals:?}");
+        let labelled = removals
+            .iter()
+            .find(|r| r.id == "labelled-pause")
+            .expect("the labelled untracked pause container goes by the native rule");
+        assert_eq!(labelled.rule, format!("label {ALLOC_ID_LABEL}"));
+        for claimed in &asked {
+            let removal = removals
+                .iter()
+                .find(|r| r.id == *claimed)
+                .unwrap_or_else(|| panic!("{claimed} was claimed: {removals:?}"));
+            assert_eq!(removal.rule, "the policy claims it");
+        }
+        assert_eq!(removals.len(), asked.len() + 1, "{removals:?}");
+    }
+
     #[test]
     fn names_and_env_needs() {
         assert_eq!(
