@@ -11,6 +11,7 @@ use wasmdock_host::policy::decide::Admission;
 use wasmdock_host::policy::hooks::admission::{self, Decision as Admit};
 use wasmdock_host::policy::hooks::reconciler::{Container, Decision as Match};
 use wasmdock_host::policy::hooks::{Input, Output, gpu, stats};
+use wasmdock_host::policy::reload::Watcher;
 use wasmdock_host::policy::{EvalError, HostSettings, Origin, PolicyError, PolicyHost};
 
 use super::{MEMORY, host, module, module_at, settings, with_deadline, with_failure};
@@ -127,17 +128,83 @@ fn a_pinned_digest_must_match() {
         "{errors:?}"
     );
 
-    let bytes = std::fs::read(guest("counter")).unwrap();
-    let actual = {
-        use std::fmt::Write as _;
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
-        digest.iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-    };
-    spec.sha256 = Some(actual.to_uppercase());
+    spec.sha256 = Some(sha256_hex(&guest("counter")).to_uppercase());
     host_loads(spec);
+}
+
+/// The SHA-256 of a file, lowercase hex.
+fn sha256_hex(path: &std::path::Path) -> String {
+    use std::fmt::Write as _;
+    let bytes = std::fs::read(path).unwrap();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    digest.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[test]
+fn a_pinned_module_changed_on_disk_is_refused_and_the_running_version_kept() {
+    let _shared = MEMORY.read();
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_guest("image-allowlist", dir.path(), "policy.wasm");
+    let pinned = sha256_hex(&path);
+    let mut spec = module_at("p", &path, &[("allowed", "*")]);
+    spec.sha256 = Some(pinned.clone());
+    let host = Arc::new(host(vec![spec]));
+    let allowed = Ok(Output::TaskAdmission(Admit::Allow));
+    assert_eq!(host.evaluate("p", &admit("busybox:1")).unwrap(), allowed);
+
+    // Swapped for another (valid, loadable) guest, seen the way the
+    // driver sees it: by the reload watcher.
+    let intruder = guest("counter");
+    let intruder_sha = sha256_hex(&intruder);
+    assert_ne!(intruder_sha, pinned);
+    let watcher = Watcher::start(Arc::clone(&host), Duration::from_millis(10)).unwrap();
+    replace(&path, &intruder);
+    let error = {
+        let waiting = std::time::Instant::now();
+        loop {
+            if let Some(error) = host.status()[0].last_error.clone() {
+                break error;
+            }
+            assert!(
+                waiting.elapsed() < Duration::from_secs(30),
+                "the watcher never tried the changed file"
+            );
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+    };
+    drop(watcher);
+    assert!(
+        error.contains("policy module \"p\"")
+            && error.contains(&format!("sha256 is {intruder_sha}"))
+            && error.contains(&format!("pins {pinned}")),
+        "the refusal names the module, the file's digest and the pin: {error}"
+    );
+    let status = &host.status()[0];
+    assert_eq!(
+        status.loaded.as_ref().map(|loaded| loaded.sha256()),
+        Some(pinned.clone()),
+        "the pinned version stays loaded"
+    );
+    assert_eq!(
+        host.evaluate("p", &admit("busybox:1")).unwrap(),
+        allowed,
+        "and keeps answering (the counter guest would deny)"
+    );
+    assert_eq!(
+        host.reload_changed(),
+        Vec::<String>::new(),
+        "the refused file is not tried again until it changes"
+    );
+    assert_eq!(host.status()[0].last_error.as_deref(), Some(error.as_str()));
+
+    // The pinned file put back is accepted again.
+    replace(&path, &guest("image-allowlist"));
+    assert_eq!(host.reload_changed(), vec!["p".to_owned()]);
+    assert_eq!(host.status()[0].last_error, None);
+    assert_eq!(host.evaluate("p", &admit("busybox:1")).unwrap(), allowed);
 }
 
 fn host_loads(spec: wasmdock_host::config::policy::PolicyModule) {
@@ -186,6 +253,9 @@ fn compiled_modules_are_cached_sealed_and_refused_when_tampered() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&artifact, &bytes).unwrap();
+    // The host logs why it refused the artifact; the reasons themselves
+    // ("its seal does not verify", wrong mode, owner, a symlink) are
+    // asserted by the unit tests in host/src/policy/cache.rs.
     let host = cached_host(&cache);
     assert_eq!(
         origin(&host),

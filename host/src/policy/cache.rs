@@ -34,11 +34,21 @@ const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 32;
 
 /// Where compiled components are kept between plugin runs.
-#[derive(Debug)]
 pub(crate) struct Cache {
     dir: PathBuf,
     key: [u8; KEY_LEN],
     engine_tag: u64,
+}
+
+/// Without the key: whoever holds it can seal native code the plugin will
+/// run, so it must not reach a log line or a panic message.
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("dir", &self.dir)
+            .field("engine_tag", &format_args!("{:016x}", self.engine_tag))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What looking up a module in the cache found.
@@ -288,4 +298,345 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             let _ = write!(out, "{b:02x}");
             out
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The smallest component there is: its header alone.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+    /// Another user's uid (`nobody`).
+    const OTHER_UID: u32 = 65534;
+
+    fn module_sha(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    /// A fresh cache in a private temporary directory, with the empty
+    /// component stored in it under `module_sha(1)`.
+    struct Fixture {
+        _root: tempfile::TempDir,
+        dir: PathBuf,
+        engine: Engine,
+        cache: Cache,
+        artifact: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        let engine = Engine::default();
+        let cache = Cache::open(&dir, &engine).unwrap();
+        let compiled = Component::new(&engine, EMPTY_COMPONENT)
+            .unwrap()
+            .serialize()
+            .unwrap();
+        cache.store(&module_sha(1), &compiled).unwrap();
+        let artifact = cache.path_for(&module_sha(1));
+        Fixture {
+            _root: root,
+            dir,
+            engine,
+            cache,
+            artifact,
+        }
+    }
+
+    impl Fixture {
+        fn load(&self) -> Lookup {
+            self.cache.load(&self.engine, &module_sha(1))
+        }
+
+        /// Loads the artifact, which must be refused; returns the reason
+        /// after checking that it names the artifact.
+        fn refused(&self) -> String {
+            match self.load() {
+                Lookup::Rejected(why) => {
+                    assert!(
+                        why.contains(&self.artifact.display().to_string()),
+                        "the rejection names the artifact {}: {why}",
+                        self.artifact.display()
+                    );
+                    why
+                }
+                other => panic!(
+                    "{} must be refused, but the lookup found {other:?}",
+                    self.artifact.display()
+                ),
+            }
+        }
+
+        fn change_byte(&self, at: impl Fn(usize) -> usize) {
+            let mut bytes = fs::read(&self.artifact).unwrap();
+            let at = at(bytes.len());
+            bytes[at] ^= 0x40;
+            fs::write(&self.artifact, &bytes).unwrap();
+        }
+    }
+
+    /// Giving a file to another user needs root; the suite runs as root
+    /// (scripts/test.sh), and a run without it must say so, not pass.
+    fn require_root() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test gives a file to another user, which needs root: run the tests as root (bash scripts/test.sh)"
+        );
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn open_error(dir: &Path) -> String {
+        match Cache::open(dir, &Engine::default()) {
+            Err(PolicyError::Cache(why)) => why,
+            other => panic!("the cache in {} must be refused: {other:?}", dir.display()),
+        }
+    }
+
+    #[test]
+    fn a_stored_artifact_is_private_and_loads_back_under_its_module_only() {
+        let f = fixture();
+        assert!(matches!(f.load(), Lookup::Hit(_)), "{:?}", f.load());
+        assert_eq!(mode(&f.dir), 0o700, "the cache directory");
+        assert_eq!(mode(&f.dir.join(KEY_FILE)), 0o600, "the key");
+        assert_eq!(mode(&f.artifact), 0o600, "the artifact");
+        assert!(
+            matches!(f.cache.load(&f.engine, &module_sha(2)), Lookup::Miss),
+            "another module has no artifact"
+        );
+        // The key is kept: a later plugin run opens the same cache and
+        // trusts what the earlier one wrote.
+        let reopened = Cache::open(&f.dir, &f.engine).unwrap();
+        assert!(matches!(
+            reopened.load(&f.engine, &module_sha(1)),
+            Lookup::Hit(_)
+        ));
+    }
+
+    #[test]
+    fn artifacts_are_named_by_module_digest_and_engine_settings() {
+        let f = fixture();
+        let name = f.artifact.file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with(&hex(&module_sha(1))), "{name}");
+        assert_ne!(f.cache.path_for(&module_sha(2)), f.artifact);
+        // Other engine settings: another name, so the artifact of the first
+        // engine is never offered to the second.
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let other_engine = Engine::new(&config).unwrap();
+        let other = Cache::open(&f.dir, &other_engine).unwrap();
+        assert_ne!(other.path_for(&module_sha(1)), f.artifact);
+        assert!(matches!(
+            other.load(&other_engine, &module_sha(1)),
+            Lookup::Miss
+        ));
+        assert!(f.artifact.exists(), "the first engine's artifact stays");
+    }
+
+    #[test]
+    fn the_key_is_kept_out_of_debug_output() {
+        let f = fixture();
+        let shown = format!("{:?} {:#?}", f.cache, f.cache);
+        assert!(shown.contains(&f.dir.display().to_string()), "{shown}");
+        for key in [format!("{:?}", f.cache.key), hex(&f.cache.key)] {
+            assert!(!shown.contains(&key), "the key is shown: {shown}");
+        }
+    }
+
+    /// Where to change a byte, given the file's length.
+    type Place = fn(usize) -> usize;
+
+    #[test]
+    fn a_changed_byte_breaks_the_seal_and_the_artifact_is_deleted() {
+        // In the compiled code, in the seal itself, and in the last byte.
+        let places: [(&str, Place); 3] = [
+            ("artifact", |len| {
+                MAGIC.len() + TAG_LEN + (len - MAGIC.len() - TAG_LEN) / 2
+            }),
+            ("seal", |_| MAGIC.len() + TAG_LEN / 2),
+            ("last byte", |len| len - 1),
+        ];
+        for (place, at) in places {
+            let f = fixture();
+            f.change_byte(at);
+            let why = f.refused();
+            assert!(
+                why.contains("its seal does not verify"),
+                "a changed {place}: {why}"
+            );
+            assert!(
+                !f.artifact.exists(),
+                "a changed {place}: the artifact is deleted"
+            );
+            assert!(
+                matches!(f.load(), Lookup::Miss),
+                "a changed {place}: the module is compiled again"
+            );
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_artifact_is_refused() {
+        let f = fixture();
+        let bytes = fs::read(&f.artifact).unwrap();
+        fs::write(&f.artifact, &bytes[..MAGIC.len() + TAG_LEN - 1]).unwrap();
+        assert!(f.refused().contains("it is truncated"));
+
+        let f = fixture();
+        fs::write(&f.artifact, b"\x7fELF not ours").unwrap();
+        assert!(
+            f.refused()
+                .contains("it does not start with the cache's header")
+        );
+
+        // Sealed, but for another module: copied under this module's name.
+        let f = fixture();
+        f.cache.store(&module_sha(2), b"another module").unwrap();
+        fs::copy(f.cache.path_for(&module_sha(2)), &f.artifact).unwrap();
+        assert!(f.refused().contains("its seal does not verify"));
+
+        // Sealed, but by another cache's key: copied from another node.
+        let f = fixture();
+        let elsewhere = fixture();
+        fs::copy(&elsewhere.artifact, &f.artifact).unwrap();
+        assert!(f.refused().contains("its seal does not verify"));
+
+        // Sealed with the right key over bytes wasmtime will not load.
+        let f = fixture();
+        f.cache.store(&module_sha(1), b"not native code").unwrap();
+        assert!(f.refused().contains("wasmtime refused it"));
+    }
+
+    #[test]
+    fn an_artifact_others_may_touch_is_refused() {
+        for mode in [0o644, 0o604, 0o660, 0o620, 0o606] {
+            let f = fixture();
+            chmod(&f.artifact, mode);
+            let why = f.refused();
+            assert!(
+                why.contains(&format!(
+                    "has mode {mode:o}; other users must have no access"
+                )),
+                "mode {mode:o}: {why}"
+            );
+            assert!(!f.artifact.exists(), "mode {mode:o}: deleted");
+        }
+    }
+
+    #[test]
+    fn an_artifact_owned_by_another_user_is_refused() {
+        require_root();
+        let f = fixture();
+        std::os::unix::fs::chown(&f.artifact, Some(OTHER_UID), None).unwrap();
+        let why = f.refused();
+        assert!(
+            why.contains(&format!("belongs to uid {OTHER_UID}")),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn an_artifact_replaced_by_a_symlink_is_refused_and_its_target_left_alone() {
+        let f = fixture();
+        // A good, sealed artifact moved out of the cache and linked back:
+        // the seal would verify, but the cache only reads its own files.
+        let outside = f.dir.parent().unwrap().join("planted.cwasm");
+        fs::rename(&f.artifact, &outside).unwrap();
+        symlink(&outside, &f.artifact).unwrap();
+        let why = f.refused();
+        assert!(why.contains("cannot open it"), "{why}");
+        assert!(
+            fs::symlink_metadata(&f.artifact).is_err(),
+            "the link is removed"
+        );
+        assert!(outside.exists(), "what it pointed at is not touched");
+
+        // A directory in the artifact's place is refused too.
+        let f = fixture();
+        fs::remove_file(&f.artifact).unwrap();
+        fs::create_dir(&f.artifact).unwrap();
+        assert!(f.refused().contains("not a regular file"));
+    }
+
+    #[test]
+    fn a_cache_directory_others_may_touch_is_not_used() {
+        let f = fixture();
+        for mode in [0o755, 0o750, 0o770, 0o707, 0o701] {
+            chmod(&f.dir, mode);
+            let why = open_error(&f.dir);
+            assert!(
+                why.contains(&f.dir.display().to_string())
+                    && why.contains(&format!(
+                        "has mode {mode:o}; other users must have no access"
+                    )),
+                "mode {mode:o}: {why}"
+            );
+        }
+        chmod(&f.dir, 0o700);
+        Cache::open(&f.dir, &f.engine).unwrap();
+
+        // A symlink to a private directory is not the directory.
+        let link = f.dir.with_file_name("link");
+        symlink(&f.dir, &link).unwrap();
+        let why = open_error(&link);
+        assert!(why.contains("is not a directory"), "{why}");
+
+        // Nor is a file.
+        let file = f.dir.with_file_name("file");
+        fs::write(&file, b"").unwrap();
+        assert!(open_error(&file).contains("cannot create the cache directory"));
+    }
+
+    #[test]
+    fn a_cache_directory_owned_by_another_user_is_not_used() {
+        require_root();
+        let f = fixture();
+        std::os::unix::fs::chown(&f.dir, Some(OTHER_UID), None).unwrap();
+        let why = open_error(&f.dir);
+        assert!(
+            why.contains(&f.dir.display().to_string())
+                && why.contains(&format!("belongs to uid {OTHER_UID}")),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_key_others_may_read_or_a_linked_key_is_not_used() {
+        let f = fixture();
+        let key = f.dir.join(KEY_FILE);
+        chmod(&key, 0o644);
+        let why = open_error(&f.dir);
+        assert!(
+            why.contains("the cache key") && why.contains("has mode 644"),
+            "{why}"
+        );
+
+        let f = fixture();
+        let key = f.dir.join(KEY_FILE);
+        let outside = f.dir.with_file_name("key");
+        fs::rename(&key, &outside).unwrap();
+        symlink(&outside, &key).unwrap();
+        let why = open_error(&f.dir);
+        assert!(why.contains("cannot open the cache key"), "{why}");
+
+        require_root();
+        {
+            let f = fixture();
+            let key = f.dir.join(KEY_FILE);
+            std::os::unix::fs::chown(&key, Some(OTHER_UID), None).unwrap();
+            let why = open_error(&f.dir);
+            assert!(
+                why.contains(&format!("belongs to uid {OTHER_UID}")),
+                "{why}"
+            );
+        }
+    }
 }

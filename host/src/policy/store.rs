@@ -290,3 +290,109 @@ impl host::Host for StoreData {
         self.module.config.keys().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+    use std::sync::Mutex;
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    use super::*;
+    use crate::policy::bindings::host::Host as _;
+
+    /// One event's fields: name and rendered value, in order.
+    type Fields = Vec<(String, String)>;
+
+    /// Every event's fields.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Fields>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            struct Fields(Vec<(String, String)>);
+            impl Visit for Fields {
+                fn record_str(&mut self, field: &Field, value: &str) {
+                    self.0.push((field.name().to_owned(), value.to_owned()));
+                }
+                fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                    let mut text = String::new();
+                    let _ = write!(text, "{value:?}");
+                    self.0.push((field.name().to_owned(), text));
+                }
+            }
+            let mut fields = Fields(Vec::new());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+
+    fn store_data() -> StoreData {
+        StoreData::new(
+            Arc::new(ModuleContext {
+                name: "m".into(),
+                config: BTreeMap::new(),
+                memory_limit: 1 << 20,
+            }),
+            Some(Hook::TaskAdmission),
+        )
+    }
+
+    #[test]
+    fn a_call_logs_at_most_32_lines_and_cut_messages_and_fields() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let mut data = store_data();
+        // Multi-byte characters, so a cut must land on a character boundary.
+        let long = "é".repeat(4096);
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..40 {
+                let fields = (0..40)
+                    .map(|n| types::KeyValue {
+                        key: format!("k{n}{long}"),
+                        value: long.clone(),
+                    })
+                    .collect();
+                data.log(host::Level::Error, long.clone(), fields);
+            }
+        });
+        assert_eq!(data.logs_dropped(), 40 - MAX_LOG_LINES);
+        let events = capture.0.lock().unwrap();
+        assert_eq!(events.len(), MAX_LOG_LINES as usize, "lines written");
+        for event in events.iter() {
+            let get = |name: &str| {
+                event
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_else(|| panic!("no {name} in {event:?}"))
+            };
+            let message = get("message").strip_prefix("policy: ").unwrap();
+            assert_eq!(message, truncate(&long, MAX_LOG_MESSAGE));
+            assert!(
+                message.len() <= MAX_LOG_MESSAGE && message.len() > MAX_LOG_MESSAGE - 2,
+                "message of {} bytes",
+                message.len()
+            );
+            let fields = get("fields");
+            let pairs: Vec<&str> = fields.split(' ').collect();
+            assert_eq!(pairs.len(), MAX_LOG_FIELDS, "fields kept");
+            for pair in pairs {
+                let (key, value) = pair.split_once('=').unwrap();
+                assert!(key.len() <= MAX_LOG_FIELD, "a key of {} bytes", key.len());
+                assert_eq!(value, truncate(&long, MAX_LOG_FIELD));
+            }
+            assert_eq!(get("module"), "m");
+            assert_eq!(get("hook"), "task-admission");
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("€€", 5), "€");
+    }
+}
