@@ -3,9 +3,10 @@
 //! the same command would see.
 
 use std::ffi::OsStr;
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -17,10 +18,8 @@ pub const NO_DOCKER: &str = "no Docker engine is reachable: run scripts/test.sh 
 /// The server version of the reachable Docker engine, or a message saying
 /// why there is none and how to fix that.
 pub fn docker_server_version() -> Result<String, String> {
-    let output = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map_err(|err| format!("{NO_DOCKER} (cannot run the docker CLI: {err})"))?;
+    let output = docker_raw(&["version", "--format", "{{.Server.Version}}"], &[], None)
+        .map_err(|err| format!("{NO_DOCKER} ({err:#})"))?;
     if !output.status.success() {
         return Err(format!(
             "{NO_DOCKER} ({})",
@@ -40,13 +39,30 @@ pub fn require_docker() -> &'static str {
     }
 }
 
+/// How long one docker CLI call may take. Loading a test image, pushing it
+/// to the loopback registry or force-removing a container takes seconds; an
+/// engine that has not answered for this long is wedged, and the test must
+/// fail saying so instead of hanging the whole run.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Why the engine was found wedged, once a call has timed out.
+static WEDGED: OnceLock<String> = OnceLock::new();
+
 /// Runs `docker args…` with extra environment and optional stdin, and returns
-/// its output whatever its exit status. Errs only if the CLI cannot run.
+/// its output whatever its exit status. Errs if the CLI cannot run, or does
+/// not finish within [`CLI_TIMEOUT`] (then it is killed, and the engine is
+/// asked for a stack dump for the post-mortem).
 pub fn docker_raw<S: AsRef<OsStr>>(
     args: &[S],
     env: &[(&str, &OsStr)],
     stdin: Option<&[u8]>,
 ) -> anyhow::Result<Output> {
+    // Once one call found the engine wedged, the rest of this test process
+    // fails at once instead of waiting out the timeout call after call
+    // (a test's cleanup alone makes hundreds).
+    if let Some(wedged) = WEDGED.get() {
+        bail!("`docker {}` not run: {wedged}", command_line(args));
+    }
     let mut command = Command::new("docker");
     command
         .args(args)
@@ -68,10 +84,78 @@ pub fn docker_raw<S: AsRef<OsStr>>(
             .stdin
             .take()
             .context("docker stdin was not captured")?;
+        let input = input.to_vec();
         // A child that exits early closes the pipe; its status tells why.
-        let _ = pipe.write_all(input);
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
     }
-    child.wait_with_output().context("wait for the docker CLI")
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(status) = child.try_wait().context("wait for the docker CLI")? {
+            break status;
+        }
+        if started.elapsed() >= CLI_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let wedged = WEDGED.get_or_init(|| {
+                format!(
+                    "`docker {}` did not finish within {CLI_TIMEOUT:?} and was killed: the Docker engine is wedged or overloaded ({})",
+                    command_line(args),
+                    dump_engine_stacks()
+                )
+            });
+            bail!("{wedged}");
+        }
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    let collect = |reader: std::thread::JoinHandle<Vec<u8>>| reader.join().unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    })
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+/// Asks every dockerd and containerd on the machine for a dump of its
+/// goroutine stacks (SIGUSR1: dockerd writes them to a file it names in its
+/// log, containerd into its log), and says so.
+fn dump_engine_stacks() -> String {
+    let mut asked = Vec::new();
+    for daemon in ["dockerd", "containerd"] {
+        for pid in crate::bench::pids_of(daemon) {
+            let Ok(pid_i32) = i32::try_from(pid) else {
+                continue;
+            };
+            let pid = nix::unistd::Pid::from_raw(pid_i32);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).is_ok() {
+                asked.push(format!("{daemon} {pid}"));
+            }
+        }
+    }
+    if asked.is_empty() {
+        "no dockerd or containerd process found to ask for a stack dump".to_owned()
+    } else {
+        format!(
+            "stack dumps asked of {} with SIGUSR1: see their logs, e.g. /tmp/wasmdock-dockerd.log",
+            asked.join(", ")
+        )
+    }
 }
 
 /// Runs `docker args…` and returns its trimmed stdout; a non-zero exit is an

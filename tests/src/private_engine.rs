@@ -152,13 +152,9 @@ impl PrivateEngine {
 
     /// `docker -H <endpoint> args…`: trimmed stdout, or an error with stderr.
     pub fn docker<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> anyhow::Result<String> {
-        let output = Command::new("docker")
-            .arg("-H")
-            .arg(self.endpoint())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("run the docker CLI")?;
+        let mut full = vec![std::ffi::OsString::from("-H"), self.endpoint().into()];
+        full.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        let output = crate::docker::docker_raw(&full, &[], None)?;
         if !output.status.success() {
             bail!(
                 "`docker -H {} {}` failed ({}): {}",
@@ -176,13 +172,9 @@ impl PrivateEngine {
 
     /// What `docker logs` of `container` prints: stdout and stderr, exactly.
     pub fn logs(&self, container: &str) -> anyhow::Result<(String, String)> {
-        let output = Command::new("docker")
-            .arg("-H")
-            .arg(self.endpoint())
-            .args(["logs", container])
-            .stdin(Stdio::null())
-            .output()
-            .context("run the docker CLI")?;
+        let endpoint = self.endpoint();
+        let output =
+            crate::docker::docker_raw(&["-H", endpoint.as_str(), "logs", container], &[], None)?;
         if !output.status.success() {
             bail!(
                 "`docker logs {container}` failed ({}): {}",
