@@ -21,14 +21,17 @@ build-guests:
 test:
 	bash scripts/test.sh
 
-# Benchmarks measure against baselines (docker logs -f, docker stats;
-# pooling against on-demand instances, cached against cold loads) and
-# each rewrites its own section of BENCHMARKS.md; they need Docker and an
-# otherwise idle machine, and never run in `make test`.
+# Benchmarks measure against baselines in the same run (docker run -d,
+# docker logs -f, docker stats, docker ps + inspect, docker version;
+# pooling against on-demand instances, cached against cold loads) and each
+# rewrites its own section of BENCHMARKS.md and its goals table. They need
+# Docker and an otherwise idle machine (about 35 minutes on 2 cores), and
+# never run in `make test`. The release plugin is built once, first.
+BENCHES = policy startup tasks logs stats reconciler
+
 bench:
-	cargo bench -p wasmdock-e2e --bench logs
-	cargo bench -p wasmdock-e2e --bench stats
-	cargo bench -p wasmdock-e2e --bench policy
+	cargo build --release --locked -p wasmdock-host --bin nomad-driver-wasmdock
+	set -e; for b in $(BENCHES); do cargo bench --locked -p wasmdock-e2e --bench $$b; done
 
 demo:
 	bash scripts/demo.sh

@@ -245,6 +245,27 @@ pub fn date() -> String {
     shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
 }
 
+/// An hclog `@timestamp` (`2026-01-02T15:04:05.123456Z`) → µs since the
+/// epoch, or `None` if it is not one.
+pub fn hclog_timestamp_us(text: &str) -> Option<i64> {
+    let (day, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut ymd = day.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut hms = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, min, s) = (hms.next()??, hms.next()??, hms.next()??);
+    let digits: String = fraction.chars().chain("000000".chars()).take(6).collect();
+    let fraction: i64 = digits.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + min * 60 + s) * 1_000_000 + fraction)
+}
+
 // ---------------------------------------------------------------- Markdown
 
 /// A goal's verdict, in bold.
@@ -316,7 +337,13 @@ pub fn header() -> String {
         is a release build.\n\
         \n\
         - Machine: `{}`, {} cores\n\
-        - Docker server {}, cgroup {}\n",
+        - Docker server {}, cgroup {}\n\
+        \n\
+        Every bench is reproducible as written: no bench draws random numbers (inputs and \
+        container commands are fixed), each warms up before it measures, repeats its \
+        measurement (runs or rounds, alternating with its baseline in the same run) and \
+        reports the median with the spread (min–max) or percentiles, and each section names \
+        the command that produced it.\n",
         shell("uname", &["-srm"]),
         shell("nproc", &[]),
         require_docker(),
@@ -352,12 +379,91 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()>
             path.display()
         );
     }
-    let text = splice(&existing, &header, name, body);
+    let sections_text = splice(&existing, "", name, body);
+    let text = format!(
+        "{header}\n{}\n{sections_text}",
+        goals_summary(&sections_text)
+    );
     // Written aside and renamed, so an interrupted bench never leaves half
     // a report.
     let partial = path.with_extension("md.partial");
     std::fs::write(&partial, text)?;
     std::fs::rename(&partial, path)
+}
+
+/// One goal of one section: the lines of a section's `### Goals` list that
+/// carry a verdict (`- goal: **met** (what was measured)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goal {
+    /// The section's `## ` title.
+    pub section: String,
+    /// What the goal is.
+    pub goal: String,
+    /// Whether it was met.
+    pub met: bool,
+    /// What was measured.
+    pub measured: String,
+}
+
+/// Every goal with a verdict in `text`'s sections, in order.
+pub fn goals(text: &str) -> Vec<Goal> {
+    let (_, rest) = split_header(text);
+    let mut found = Vec::new();
+    let mut section = String::new();
+    let mut in_goals = false;
+    for line in rest.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            section = title.trim().to_owned();
+            in_goals = false;
+        } else if let Some(heading) = line.strip_prefix("### ") {
+            in_goals = heading.trim() == "Goals";
+        } else if line.starts_with(ANY_START) || line.starts_with("<!-- /bench:") {
+            in_goals = false;
+        } else if in_goals && let Some(item) = line.strip_prefix("- ") {
+            let verdict = [("**not met**", false), ("**met**", true)]
+                .into_iter()
+                .find_map(|(word, met)| item.find(word).map(|at| (at, word.len(), met)));
+            if let Some((at, len, met)) = verdict {
+                let measured = item[at + len..].trim().trim_end_matches('.');
+                let measured = measured
+                    .strip_prefix('(')
+                    .and_then(|m| m.strip_suffix(')'))
+                    .unwrap_or(measured);
+                found.push(Goal {
+                    section: section.clone(),
+                    goal: item[..at].trim().trim_end_matches(':').to_owned(),
+                    met,
+                    measured: measured.to_owned(),
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The header's table of every section's goals and verdicts.
+pub fn goals_summary(text: &str) -> String {
+    let goals = goals(text);
+    let met = goals.iter().filter(|g| g.met).count();
+    let mut out = format!(
+        "## Goals at a glance\n\n\
+        {met} of {} goals met. Collected from each section's Goals list whenever a bench \
+        rewrites this file; the sections below say how each figure was measured.\n\n\
+        | Bench | Goal | Verdict | Measured |\n\
+        |---|---|---|---|\n",
+        goals.len()
+    );
+    for goal in goals {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            goal.section,
+            goal.goal,
+            if goal.met { "met" } else { "**not met**" },
+            goal.measured
+        );
+    }
+    out
 }
 
 /// (header, sections): the text before the first section marker, and the rest.
@@ -465,6 +571,49 @@ mod tests {
         let text = splice("", HEADER, "logs-2", "two");
         let text = splice(&text, HEADER, "logs", "one");
         assert_eq!(sections(&text), ["logs-2", "logs"]);
+    }
+
+    #[test]
+    fn goals_are_collected_from_every_sections_goal_list() {
+        let text = splice(
+            "",
+            HEADER,
+            "logs",
+            "## Logs\n\n- not a goal: **met**\n\n### Goals\n\n- Fast: **met** (2× the baseline).\n- Reported, no goal: 3 fds.\n",
+        );
+        let text = splice(
+            &text,
+            HEADER,
+            "stats",
+            "## Stats\n\n### Goals\n\n- Cheap: **not met** (1/10).\n\n### After\n\n- Late: **met**\n",
+        );
+        assert_eq!(
+            goals(&text),
+            [
+                Goal {
+                    section: "Logs".into(),
+                    goal: "Fast".into(),
+                    met: true,
+                    measured: "2× the baseline".into(),
+                },
+                Goal {
+                    section: "Stats".into(),
+                    goal: "Cheap".into(),
+                    met: false,
+                    measured: "1/10".into(),
+                },
+            ]
+        );
+        let summary = goals_summary(&text);
+        assert!(summary.contains("1 of 2 goals met"), "{summary}");
+        assert!(
+            summary.contains("| Stats | Cheap | **not met** | 1/10 |"),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains(ANY_START),
+            "the summary must not look like a section"
+        );
     }
 
     #[test]
